@@ -1,0 +1,427 @@
+# Steim1 / Steim2 codec core, shared by the kernels that `include` it.
+#
+# Everything here is C-level (structs and noexcept nogil functions); no cdef
+# classes, so that several extension modules can include it (see
+# docs/architecture.md, "kernels and include files").
+#
+# The encoder reproduces the packing of SeisComP's seedlink encoders word for
+# word, because SeedLink clients compare records byte for byte:
+#
+# * Differences are buffered.  For each buffered difference we know its "fit
+#   category": how many differences of that size share one 32-bit word
+#   (Steim2: 7, 6, 5, 4, 3, 2, 1; Steim1: 4, 2, 1).  A word is emitted as soon
+#   as the number of buffered differences reaches the smallest category among
+#   them ("cap").  The word then takes the longest prefix whose own cap is at
+#   least its length; Steim1 rounds that length down to 4, 2 or 1.
+# * A fresh Steim2 encoder starts with cap 4, so the very first word of its
+#   life holds at most four differences (a quirk of SeisComP we keep).
+# * Steim2 differences outside [-2**29, 2**29) are clamped (lossy); the
+#   reference sample values X0/Xn are then derived from the clamped
+#   differences exactly as SeisComP does.
+#
+# Working on a whole block at a time, the trigger rule reduces to: for a word
+# starting at difference p, k is the first n with n >= min(cap0, c[p..p+n-1]);
+# the word takes k differences when that minimum equals k, else k - 1.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, int16_t, uint16_t
+from libc.string cimport memset, memcpy
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* Fit categories, indexed by the number of bits a difference needs as a
+       signed integer (1..32).  Steim2 widths 4, 5, 6, 8, 10, 15, 30 bits hold
+       7, 6, 5, 4, 3, 2, 1 differences per word; wider ones fit nowhere and
+       are clamped to 30 bits. */
+    static const uint8_t SL_STEIM2_CAT[33] = {
+        7, 7, 7, 7, 7, 6, 5, 4, 4, 3, 3, 2, 2, 2, 2, 2,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+    static const uint8_t SL_STEIM1_CAT[33] = {
+        4, 4, 4, 4, 4, 4, 4, 4, 4, 2, 2, 2, 2, 2, 2, 2,
+        2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    /* Bits needed to hold v as a two's complement integer, branch-free. */
+    static inline int sl_signed_bits(int32_t v) {
+        uint32_t m = (uint32_t)v ^ (uint32_t)(v >> 31);
+        return m ? 33 - __builtin_clz(m) : 1;
+    }
+    static inline uint32_t sl_bswap32(uint32_t v) { return __builtin_bswap32(v); }
+    """
+    const uint8_t *SL_STEIM2_CAT
+    const uint8_t *SL_STEIM1_CAT
+    int sl_signed_bits(int32_t v) noexcept nogil
+    uint32_t sl_bswap32(uint32_t v) noexcept nogil
+
+cdef enum:
+    STEIM_MAX_FRAMES = 63        # 4096-byte records hold 63 data frames
+    STEIM_BLOCK = 4096           # samples handled per inner block
+    STEIM2_MIN = -536870912      # Steim2 30-bit difference range
+    STEIM2_MAX = 536870911
+
+# Steim2 word layouts, by number of differences per word (index 1..7):
+# bits per difference, the 2-bit nibble code and the 2-bit "dnib" prefix.
+cdef int *STEIM2_BITS = [0, 30, 15, 10, 8, 6, 5, 4]
+cdef uint32_t *STEIM2_NIB = [0, 2, 2, 2, 1, 3, 3, 3]
+cdef uint32_t *STEIM2_DNIB = [0, 1, 2, 3, 0, 0, 1, 2]
+
+
+ctypedef struct steim_rec_t:
+    int64_t first_index     # stream index (samples since the encoder began) of its first sample
+    int32_t nsamples        # samples in the record
+    int32_t nframes         # frames used, a partly filled frame counted
+
+
+ctypedef struct steim_enc_t:
+    int level               # 1 = Steim1, 2 = Steim2
+    int nframes             # data frames per record (7 for 512-byte records)
+    int32_t last_sample     # last sample stored; the next difference is taken against it
+    int first_word          # 1 until the first word is emitted (Steim2 caps it at 4)
+    int64_t nstored         # samples stored since the encoder began
+    int64_t nclamped        # Steim2 differences clamped to 30 bits
+    # differences stored but not yet packed (at most 7), oldest first
+    int npend
+    int32_t pend_d[8]       # differences (clamped)
+    int32_t pend_s[8]       # the samples they lead to
+    uint8_t pend_c[8]       # their fit categories
+    # the open record
+    int rec_open
+    int fp                  # next word slot in the current frame (1..15)
+    int frame_count         # frames completed in the open record
+    uint32_t nibble_word
+    int32_t rec_samples
+    int64_t rec_first
+    uint32_t words[STEIM_MAX_FRAMES * 16]   # the frames, host byte order
+    # scratch for one block: pending + new differences
+    int32_t sd[STEIM_BLOCK + 8]
+    int32_t ss[STEIM_BLOCK + 8]
+    uint8_t sc[STEIM_BLOCK + 8]
+
+
+cdef int steim_enc_init(steim_enc_t *enc, int level, int nframes, int32_t prev_sample) noexcept nogil:
+    """Reset *enc* to a fresh encoder. Returns 0, or -1 for bad arguments."""
+    if (level != 1 and level != 2) or nframes < 1 or nframes > STEIM_MAX_FRAMES:
+        return -1
+    enc.level = level
+    enc.nframes = nframes
+    enc.last_sample = prev_sample
+    enc.first_word = 1
+    enc.nstored = 0
+    enc.nclamped = 0
+    enc.npend = 0
+    enc.rec_open = 0
+    enc.rec_samples = 0
+    enc.rec_first = 0
+    return 0
+
+
+cdef inline int32_t _wrap_sub(int32_t a, int32_t b) noexcept nogil:
+    # a - b with two's complement wrap-around, as SeisComP's int arithmetic does
+    return <int32_t>(<uint32_t>a - <uint32_t>b)
+
+
+cdef inline int32_t _wrap_add(int32_t a, int32_t b) noexcept nogil:
+    return <int32_t>(<uint32_t>a + <uint32_t>b)
+
+
+cdef inline void _open_record(steim_enc_t *enc, int p, int t, int64_t base) noexcept nogil:
+    # X0: the sample of difference p, derived from the newest stored sample
+    # (index t) and the buffered differences in between, as SeisComP does.
+    cdef int32_t x0 = enc.ss[t]
+    cdef int i
+    for i in range(p + 1, t + 1):
+        x0 = _wrap_sub(x0, enc.sd[i])
+    memset(enc.words, 0, enc.nframes * 64)
+    enc.words[1] = <uint32_t>x0
+    enc.rec_open = 1
+    enc.fp = 3
+    enc.frame_count = 0
+    enc.nibble_word = 0
+    enc.rec_samples = 0
+    enc.rec_first = base + p
+
+
+cdef inline void _finish_record(steim_enc_t *enc, int q, int t, uint8_t *out,
+                                steim_rec_t *info) noexcept nogil:
+    # Xn: the newest stored sample minus the differences not yet packed
+    # (q..t), then the frames go out big-endian.
+    cdef int32_t xn = enc.ss[t]
+    cdef int i
+    cdef uint32_t *dst = <uint32_t *>out
+    for i in range(q, t + 1):
+        xn = _wrap_sub(xn, enc.sd[i])
+    enc.words[2] = <uint32_t>xn
+    for i in range(enc.nframes * 16):
+        dst[i] = sl_bswap32(enc.words[i])
+    info.first_index = enc.rec_first
+    info.nsamples = enc.rec_samples
+    info.nframes = enc.frame_count + (1 if enc.fp > 1 else 0)
+    enc.rec_open = 0
+
+
+cdef inline int _put_word(steim_enc_t *enc, int p, int used) noexcept nogil:
+    # Pack differences p..p+used-1 into one word of the open record.
+    # Returns 1 when the record is now full.
+    cdef uint32_t word = 0, nib, mask
+    cdef int i, bits
+    cdef int32_t *d = &enc.sd[p]
+    if enc.level == 2:
+        bits = STEIM2_BITS[used]
+        mask = (1u << bits) - 1u
+        for i in range(used):
+            word = (word << bits) | (<uint32_t>d[i] & mask)
+        if used != 4:
+            word |= STEIM2_DNIB[used] << 30
+        nib = STEIM2_NIB[used]
+    else:
+        if used == 4:
+            word = ((<uint32_t>d[0] & 0xff) << 24) | ((<uint32_t>d[1] & 0xff) << 16) | \
+                   ((<uint32_t>d[2] & 0xff) << 8) | (<uint32_t>d[3] & 0xff)
+            nib = 1
+        elif used == 2:
+            word = ((<uint32_t>d[0] & 0xffff) << 16) | (<uint32_t>d[1] & 0xffff)
+            nib = 2
+        else:
+            word = <uint32_t>d[0]
+            nib = 3
+    cdef int base = enc.frame_count * 16
+    enc.nibble_word |= nib << (30 - 2 * enc.fp)
+    enc.words[base] = enc.nibble_word
+    enc.words[base + enc.fp] = word
+    enc.rec_samples += used
+    enc.fp += 1
+    if enc.fp == 16:
+        enc.fp = 1
+        enc.nibble_word = 0
+        enc.frame_count += 1
+        return enc.frame_count == enc.nframes
+    return 0
+
+
+cdef inline int _steim1_round(int u) noexcept nogil:
+    # Steim1 words hold 4, 2 or 1 differences: round down.
+    if u >= 4:
+        return 4
+    if u >= 2:
+        return 2
+    return 1
+
+
+cdef Py_ssize_t _pack_block(steim_enc_t *enc, int m, int flushing, uint8_t *out,
+                            steim_rec_t *info) noexcept nogil:
+    # Pack the m differences in the scratch block into words.  Differences that
+    # do not yet trigger a word stay pending (unless flushing).  Returns the
+    # number of records completed, written to out/info.  Scratch position 0
+    # is stream index enc.nstored - m.
+    cdef int64_t base = enc.nstored - m
+    cdef int p = 0, n, k, used, t, cap0, maxw
+    cdef int cat, mn
+    cdef Py_ssize_t nrec = 0
+    cdef int datalen = enc.nframes * 64
+    maxw = 7 if enc.level == 2 else 4
+    while p < m:
+        cap0 = 4 if (enc.first_word and enc.level == 2) else maxw
+        mn = cap0
+        n = 0
+        # find the trigger point: first n with n >= min category
+        while p + n < m:
+            cat = enc.sc[p + n]
+            if cat < mn:
+                mn = cat
+            n += 1
+            if n >= mn:
+                break
+        if n < mn:
+            # not triggered: the rest waits for more samples, or is flushed
+            if not flushing:
+                break
+            k = n
+            used = n
+            t = m - 1
+        else:
+            k = n
+            used = k if mn == k else k - 1
+            t = p + k - 1
+        if enc.level == 1:
+            used = _steim1_round(used)
+        if not enc.rec_open:
+            _open_record(enc, p, t, base)
+        enc.first_word = 0
+        if _put_word(enc, p, used):
+            _finish_record(enc, p + used, t, out + nrec * datalen, &info[nrec])
+            nrec += 1
+        p += used
+    # keep what is left for the next block
+    enc.npend = m - p
+    for n in range(enc.npend):
+        enc.pend_d[n] = enc.sd[p + n]
+        enc.pend_s[n] = enc.ss[p + n]
+        enc.pend_c[n] = enc.sc[p + n]
+    return nrec
+
+
+cdef Py_ssize_t steim_max_records(int nframes, Py_ssize_t nsamples) noexcept nogil:
+    """Upper bound on records produced by pushing nsamples (plus a flush)."""
+    # worst case one difference per word: 13 in frame 0, 15 in the others
+    cdef Py_ssize_t per_record = 13 + 15 * (nframes - 1)
+    return nsamples // per_record + 3
+
+
+cdef Py_ssize_t steim_enc_push(steim_enc_t *enc, const int32_t *x, Py_ssize_t n,
+                               uint8_t *out, steim_rec_t *info) noexcept nogil:
+    """Feed n samples.  Completed records' frames go to out (nframes*64 bytes
+    each) and their descriptions to info; the caller sizes both with
+    steim_max_records().  Returns the number of records completed."""
+    cdef Py_ssize_t done = 0, nrec = 0
+    cdef int m, i, j, bits
+    cdef int32_t prev, d
+    cdef const uint8_t *table = SL_STEIM2_CAT if enc.level == 2 else SL_STEIM1_CAT
+    cdef int datalen = enc.nframes * 64
+    while done < n:
+        m = enc.npend
+        for i in range(m):
+            enc.sd[i] = enc.pend_d[i]
+            enc.ss[i] = enc.pend_s[i]
+            enc.sc[i] = enc.pend_c[i]
+        j = <int>(n - done) if n - done < STEIM_BLOCK else STEIM_BLOCK
+        prev = enc.last_sample
+        for i in range(j):
+            d = _wrap_sub(x[done + i], prev)
+            prev = x[done + i]
+            enc.sd[m + i] = d
+            enc.ss[m + i] = prev
+            enc.sc[m + i] = table[sl_signed_bits(d)]
+        if enc.level == 2:
+            # clamp what Steim2 cannot hold (category 0), as SeisComP does
+            for i in range(m, m + j):
+                if enc.sc[i] == 0:
+                    enc.sd[i] = STEIM2_MIN if enc.sd[i] < 0 else STEIM2_MAX
+                    enc.sc[i] = 1
+                    enc.nclamped += 1
+        enc.last_sample = prev
+        enc.nstored += j
+        done += j
+        nrec += _pack_block(enc, m + j, 0, out + nrec * datalen, &info[nrec])
+    return nrec
+
+
+cdef Py_ssize_t steim_enc_flush(steim_enc_t *enc, uint8_t *out, steim_rec_t *info) noexcept nogil:
+    """Pack every pending difference and close the open record (partial, its
+    unused frames zero).  Returns the number of records (0, 1 or 2)."""
+    cdef int i, m = enc.npend
+    cdef Py_ssize_t nrec
+    for i in range(m):
+        enc.sd[i] = enc.pend_d[i]
+        enc.ss[i] = enc.pend_s[i]
+        enc.sc[i] = enc.pend_c[i]
+    nrec = _pack_block(enc, m, 1, out, info)
+    if enc.rec_open:
+        # every difference is packed now; Xn is the last stored sample
+        enc.ss[0] = enc.last_sample
+        _finish_record(enc, 1, 0, out + nrec * enc.nframes * 64, &info[nrec])
+        nrec += 1
+    return nrec
+
+
+# ---------------------------------------------------------------------------
+# Decoder
+
+cdef enum:
+    STEIM_ERR_SHORT = -1     # the frames hold fewer differences than nsamples
+    STEIM_ERR_XN = -2        # last sample differs from the Xn check value
+    STEIM_ERR_CODE = -3      # an invalid Steim2 sub-code (dnib)
+
+
+cdef inline uint32_t _load_be(const uint8_t *p, int swap) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return sl_bswap32(v) if swap else v
+
+
+cdef inline void _unpack_n(uint32_t word, int count, int bits, int32_t *out,
+                           Py_ssize_t *cnt, Py_ssize_t nsamples) noexcept nogil:
+    # count sign-extended fields of `bits` bits, most significant first
+    cdef int i, shift = 32 - bits
+    cdef int32_t v
+    for i in range(count):
+        if cnt[0] >= nsamples:
+            return
+        v = <int32_t>(word << (32 - bits * (count - i)))
+        out[cnt[0]] = v >> shift
+        cnt[0] += 1
+
+
+cdef Py_ssize_t steim_decode(const uint8_t *data, int nframes, int level,
+                             Py_ssize_t nsamples, int32_t *out,
+                             int big_endian) noexcept nogil:
+    """Decode nsamples from nframes Steim frames into out.  Returns nsamples,
+    or a negative STEIM_ERR_* code."""
+    cdef int f, w, code, dnib, swap = big_endian
+    cdef uint32_t nibbles, word
+    cdef Py_ssize_t cnt = 0, i
+    cdef int32_t x0 = 0, xn = 0
+    cdef const uint8_t *frame
+    if nsamples <= 0:
+        return 0
+    for f in range(nframes):
+        frame = data + 64 * f
+        nibbles = _load_be(frame, swap)
+        for w in range(1, 16):
+            if cnt >= nsamples:
+                break
+            word = _load_be(frame + 4 * w, swap)
+            if f == 0 and w == 1:
+                x0 = <int32_t>word
+                continue
+            if f == 0 and w == 2:
+                xn = <int32_t>word
+                continue
+            code = (nibbles >> (30 - 2 * w)) & 3
+            if code == 0:
+                continue
+            if code == 1:
+                # four 8-bit differences (both levels)
+                for i in range(4):
+                    if cnt < nsamples:
+                        out[cnt] = <int32_t>(<signed char>((word >> (24 - 8 * i)) & 0xff))
+                        cnt += 1
+            elif level == 1:
+                if code == 2:
+                    for i in range(2):
+                        if cnt < nsamples:
+                            out[cnt] = <int32_t>(<int16_t>((word >> (16 - 16 * i)) & 0xffff))
+                            cnt += 1
+                else:
+                    out[cnt] = <int32_t>word
+                    cnt += 1
+            else:
+                dnib = word >> 30
+                if code == 2:
+                    if dnib == 1:
+                        _unpack_n(word, 1, 30, out, &cnt, nsamples)
+                    elif dnib == 2:
+                        _unpack_n(word, 2, 15, out, &cnt, nsamples)
+                    elif dnib == 3:
+                        _unpack_n(word, 3, 10, out, &cnt, nsamples)
+                    else:
+                        return STEIM_ERR_CODE
+                else:
+                    if dnib == 0:
+                        _unpack_n(word, 5, 6, out, &cnt, nsamples)
+                    elif dnib == 1:
+                        _unpack_n(word, 6, 5, out, &cnt, nsamples)
+                    elif dnib == 2:
+                        _unpack_n(word, 7, 4, out, &cnt, nsamples)
+                    else:
+                        return STEIM_ERR_CODE
+        if cnt >= nsamples:
+            break
+    if cnt < nsamples:
+        return STEIM_ERR_SHORT
+    # the first difference refers to the previous record; X0 replaces it
+    out[0] = x0
+    for i in range(1, nsamples):
+        out[i] = _wrap_add(out[i - 1], out[i])
+    if out[nsamples - 1] != xn:
+        return STEIM_ERR_XN
+    return nsamples
+
+

@@ -1,0 +1,422 @@
+# miniSEED 2 kernels: the streaming record packer and the record decoder.
+#
+# Python decides (names, rates, when to flush); this module moves samples and
+# bytes.  One call per chunk of samples or per buffer of records, never per
+# sample.
+
+include "_steim_core.pxi"
+include "_mseed_core.pxi"
+
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset, memcpy
+from libc.stdint cimport int8_t
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+ENCODING_ASCII = 0
+ENCODING_INT16 = 1
+ENCODING_INT32 = 3
+ENCODING_FLOAT32 = 4
+ENCODING_FLOAT64 = 5
+ENCODING_STEIM1 = 10
+ENCODING_STEIM2 = 11
+
+
+def rate_factor_multiplier(int num, int den):
+    """SEED sample-rate factor and multiplier for a rate of num/den Hz.
+
+    SeisComP's rule first: D | N -> (N/D, 1); N | D -> (-D/N, 1); else
+    (-D, N).  Both fields are int16, so integer rates above 32767 Hz (up to
+    1 MHz digitizers) are split into factor * multiplier instead.
+    Raises ValueError when the rate cannot be written.
+    """
+    cdef int a
+    if num <= 0 or den <= 0:
+        raise ValueError("sample rate must be positive, got %d/%d" % (num, den))
+    if num % den == 0:
+        fact, mult = num // den, 1
+    elif den % num == 0:
+        fact, mult = -(den // num), 1
+    else:
+        fact, mult = -den, num
+    if -32768 <= fact <= 32767 and -32768 <= mult <= 32767:
+        return fact, mult
+    if num % den == 0:
+        rate = num // den
+        for a in range(2, 32768):
+            if rate % a == 0 and rate // a <= 32767:
+                return rate // a, a
+    raise ValueError("sample rate %d/%d Hz cannot be written as SEED factor and multiplier"
+                     % (num, den))
+
+
+cdef void _fill_padded(char *dst, int width, str value):
+    # space padded and cut to width, as SeisComP's strncpy + memset does
+    cdef bytes raw = value.encode("ascii", "replace")
+    cdef int i
+    for i in range(width):
+        dst[i] = raw[i] if i < len(raw) else 32
+
+
+cdef class RecordPacker:
+    """Streaming Steim packer: feed int32 chunks, get finished records.
+
+    State (last sample, pending differences, open frame, sequence number and
+    the time anchor) lives in C fields, so chunked feeding gives exactly the
+    bytes of one-shot feeding.
+    """
+    cdef steim_enc_t *enc
+    cdef mseed_hdr_t hdr
+    cdef readonly int record_length      # bytes per record (2**n, 256..65536)
+    cdef readonly int sequence_number    # next record's sequence number (mod 10**6)
+    cdef readonly int rate_num           # sample rate num/den Hz
+    cdef readonly int rate_den
+    cdef object anchor_ns                # time of stream sample anchor_index (int ns)
+    cdef int64_t anchor_index
+    cdef uint8_t *scratch
+    cdef steim_rec_t *infos
+    cdef Py_ssize_t scratch_records
+
+    def __cinit__(self):
+        self.enc = <steim_enc_t *>malloc(sizeof(steim_enc_t))
+        if self.enc is NULL:
+            raise MemoryError()
+        self.scratch = NULL
+        self.infos = NULL
+        self.scratch_records = 0
+
+    def __dealloc__(self):
+        free(self.enc)
+        free(self.scratch)
+        free(self.infos)
+
+    def __init__(self, str network, str station, str location, str channel,
+                 int rate_num, int rate_den=1, *, int level=2, int record_length=512,
+                 timing_quality=None, int usec_correction=0, starttime_ns=0,
+                 int sequence_number=0, int prev_sample=0):
+        cdef int exp = 0
+        if rate_num <= 0 or rate_den <= 0:
+            raise ValueError("sample rate must be positive, got %d/%d" % (rate_num, rate_den))
+        while (1 << exp) < record_length:
+            exp += 1
+        if (1 << exp) != record_length or record_length < 128 or record_length > 4096:
+            raise ValueError("record_length must be a power of two from 128 to 4096, got %d"
+                             % record_length)
+        if level not in (1, 2):
+            raise ValueError("Steim level must be 1 or 2, got %r" % level)
+        if timing_quality is not None and not (0 <= timing_quality <= 255 or timing_quality == -1):
+            raise ValueError("timing_quality must be 0..100, -1 or None, got %r" % (timing_quality,))
+        steim_enc_init(self.enc, level, (record_length - MSEED_DATA_OFFSET) // 64, prev_sample)
+        _fill_padded(self.hdr.station, 5, station)
+        _fill_padded(self.hdr.location, 2, location)
+        _fill_padded(self.hdr.channel, 3, channel)
+        _fill_padded(self.hdr.network, 2, network)
+        fact, mult = rate_factor_multiplier(rate_num, rate_den)
+        self.hdr.rate_factor = fact
+        self.hdr.rate_mult = mult
+        self.hdr.encoding = 11 if level == 2 else 10
+        self.hdr.reclen_exp = exp
+        self.hdr.timing_quality = -1 if timing_quality is None else timing_quality
+        self.hdr.usec_correction = usec_correction
+        self.record_length = record_length
+        self.sequence_number = sequence_number % 1000000
+        self.rate_num = rate_num
+        self.rate_den = rate_den
+        self.anchor_ns = int(starttime_ns)
+        self.anchor_index = 0
+
+    cdef int _reserve(self, Py_ssize_t nrec) except -1:
+        if nrec <= self.scratch_records:
+            return 0
+        free(self.scratch)
+        free(self.infos)
+        self.scratch = <uint8_t *>malloc(nrec * self.enc.nframes * 64)
+        self.infos = <steim_rec_t *>malloc(nrec * sizeof(steim_rec_t))
+        if self.scratch is NULL or self.infos is NULL:
+            self.scratch_records = 0
+            raise MemoryError()
+        self.scratch_records = nrec
+        return 0
+
+    cdef object _time_of(self, int64_t index):
+        # int ns of stream sample `index`, exact rational arithmetic (once per record)
+        return self.anchor_ns + (index - self.anchor_index) * 1000000000 * self.rate_den // self.rate_num
+
+    cdef list _emit(self, Py_ssize_t nrec):
+        cdef list records = []
+        cdef Py_ssize_t r
+        cdef int datalen = self.enc.nframes * 64
+        cdef bytes rec
+        cdef uint8_t *p
+        cdef object start_ns
+        for r in range(nrec):
+            rec = PyBytes_FromStringAndSize(NULL, self.record_length)
+            p = <uint8_t *>PyBytes_AS_STRING(rec)
+            memset(p, 0, MSEED_DATA_OFFSET)
+            memcpy(p + MSEED_DATA_OFFSET, self.scratch + r * datalen, datalen)
+            start_ns = self._time_of(self.infos[r].first_index)
+            mseed_write_header(p, &self.hdr, self.sequence_number, start_ns // 1000,
+                               self.infos[r].nsamples, self.infos[r].nframes)
+            self.sequence_number = (self.sequence_number + 1) % 1000000
+            records.append(rec)
+        return records
+
+    def feed(self, const int32_t[::1] samples):
+        """Add samples; return the list of records completed (bytes each)."""
+        cdef Py_ssize_t n = samples.shape[0], nrec
+        if n == 0:
+            return []
+        self._reserve(steim_max_records(self.enc.nframes, n))
+        with nogil:
+            nrec = steim_enc_push(self.enc, &samples[0], n, self.scratch, self.infos)
+        return self._emit(nrec)
+
+    def flush(self):
+        """Close the open record (partial, unused frames zero); return the
+        records written (usually one, none if nothing is pending)."""
+        self._reserve(3)
+        cdef Py_ssize_t nrec = steim_enc_flush(self.enc, self.scratch, self.infos)
+        return self._emit(nrec)
+
+    def set_time(self, starttime_ns):
+        """Set the time (int ns) of the next sample to be fed.  Records already
+        open keep their start time, as in SeisComP."""
+        self.anchor_ns = int(starttime_ns)
+        self.anchor_index = self.enc.nstored
+
+    @property
+    def next_starttime_ns(self):
+        """Time (int ns) of the next sample to be fed."""
+        return self._time_of(self.enc.nstored)
+
+    @property
+    def last_sample(self):
+        return self.enc.last_sample
+
+    @property
+    def clamped(self):
+        """Number of Steim2 differences clamped to 30 bits so far (lossy)."""
+        return self.enc.nclamped
+
+    @property
+    def samples_buffered(self):
+        """Samples fed but not yet in a finished record."""
+        return self.enc.nstored - (self.infos_done())
+
+    cdef int64_t infos_done(self):
+        # first sample index not yet in a finished record
+        if self.enc.rec_open:
+            return self.enc.rec_first
+        return self.enc.nstored - self.enc.npend
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+
+class RecordDecodeError(ValueError):
+    """Raised by the kernel; the Python layer adds the record's name."""
+
+
+cdef inline int _u16(const uint8_t *p, int swap) noexcept nogil:
+    return (p[1] << 8) | p[0] if swap else (p[0] << 8) | p[1]
+
+
+cdef inline int32_t _i32(const uint8_t *p, int swap) noexcept nogil:
+    if swap:
+        return <int32_t>((<uint32_t>p[3] << 24) | (<uint32_t>p[2] << 16) | (<uint32_t>p[1] << 8) | p[0])
+    return <int32_t>((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3])
+
+
+cdef object _decode_data(const uint8_t *data, Py_ssize_t datalen, int encoding,
+                         Py_ssize_t nsamples, int big_endian):
+    # returns a numpy array, or a str error message
+    cdef cnp.ndarray arr
+    cdef Py_ssize_t got
+    cdef int nframes
+    order = ">" if big_endian else "<"
+    if encoding == 10 or encoding == 11:
+        arr = np.empty(nsamples, dtype=np.int32)
+        nframes = <int>(datalen // 64)
+        with nogil:
+            got = steim_decode(data, nframes, 1 if encoding == 10 else 2, nsamples,
+                               <int32_t *>cnp.PyArray_DATA(arr), big_endian)
+        if got == STEIM_ERR_SHORT:
+            return "Steim frames hold fewer than %d samples" % nsamples
+        if got == STEIM_ERR_XN:
+            return "Steim integrity check failed: last sample differs from Xn"
+        if got == STEIM_ERR_CODE:
+            return "invalid Steim2 sub-code"
+        return arr
+    width = {1: 2, 3: 4, 4: 4, 5: 8}.get(encoding)
+    if width is None:
+        return None
+    if nsamples * width > datalen:
+        return "data area of %d bytes is too short for %d samples" % (datalen, nsamples)
+    dtype = {1: "i2", 3: "i4", 4: "f4", 5: "f8"}[encoding]
+    raw = np.frombuffer((<char *>data)[:nsamples * width], dtype=order + dtype)
+    if encoding in (1, 3):
+        return raw.astype(np.int32)
+    return raw.astype("=" + dtype)
+
+
+def parse_records(const uint8_t[::1] buf, int default_reclen=512, bint decode=True):
+    """Parse every record in buf.
+
+    Returns a list of tuples (offset, reclen, seq, quality, network, station,
+    location, channel, start_us, nsamples, rate_fact, rate_mult, encoding,
+    word_order, timing_quality, b1001_usec, b1001_frames, time_correction,
+    flags(act, io, dq), sample_rate_b100, samples_or_error, text).
+    Raises ValueError for a header that cannot be a record.
+    """
+    cdef Py_ssize_t off = 0, n = buf.shape[0]
+    cdef const uint8_t *p
+    cdef int swap, year, doy, reclen, nblk, bpos, btype, guard, begin_data
+    cdef int encoding, word_order, tq, b_usec, b_frames
+    cdef int64_t start_us
+    cdef list out = []
+    while off < n:
+        if n - off < 48:
+            raise ValueError("trailing %d bytes at offset %d are not a record" % (n - off, off))
+        p = &buf[off]
+        # the header's byte order: pick the one giving a sane year/day
+        swap = 0
+        year = _u16(p + 20, 0)
+        doy = _u16(p + 22, 0)
+        if not (1900 <= year <= 2500 and 1 <= doy <= 366):
+            swap = 1
+            year = _u16(p + 20, 1)
+            doy = _u16(p + 22, 1)
+            if not (1900 <= year <= 2500 and 1 <= doy <= 366):
+                raise ValueError("record at offset %d: no valid start time (year %d, day %d)"
+                                 % (off, _u16(p + 20, 0), _u16(p + 22, 0)))
+        nblk = p[39]
+        bpos = _u16(p + 46, swap)
+        begin_data = _u16(p + 44, swap)
+        reclen = 0
+        encoding = -1
+        word_order = 1
+        tq = -1
+        b_usec = 0
+        b_frames = -1
+        rate_b100 = None
+        guard = 0
+        while bpos and guard < 16 and bpos + 4 <= n - off:
+            btype = _u16(p + bpos, swap)
+            if btype == 1000 and bpos + 8 <= n - off:
+                encoding = p[bpos + 4]
+                word_order = p[bpos + 5]
+                reclen = 1 << p[bpos + 6] if p[bpos + 6] < 31 else 0
+            elif btype == 1001 and bpos + 8 <= n - off:
+                tq = p[bpos + 4]
+                b_usec = <int8_t>p[bpos + 5]
+                b_frames = p[bpos + 7]
+            elif btype == 100 and bpos + 8 <= n - off:
+                rate_b100 = np.frombuffer((<char *>(p + bpos + 4))[:4],
+                                          dtype="<f4" if swap else ">f4")[0].item()
+            nxt = _u16(p + bpos + 2, swap)
+            if nxt != 0 and nxt <= bpos:
+                break     # a loop in the chain
+            bpos = nxt
+            guard += 1
+        if reclen == 0:
+            reclen = default_reclen
+        if reclen < 64 or off + reclen > n:
+            raise ValueError("record at offset %d: length %d runs past the end of the data (%d bytes)"
+                             % (off, reclen, n - off))
+        start_us = mseed_join_time(year, doy, p[24], p[25], p[26], <int64_t>_u16(p + 28, swap) * 100)
+        nsamples = _u16(p + 30, swap)
+        samples = None
+        text = None
+        if decode and nsamples and 0 < begin_data < reclen:
+            if encoding == 0:
+                text = bytes((<char *>(p + begin_data))[:min(nsamples, reclen - begin_data)])
+            elif encoding >= 0:
+                samples = _decode_data(p + begin_data, reclen - begin_data, encoding, nsamples,
+                                       word_order == 1)
+        fact = <int16_t>_u16(p + 32, swap)
+        mult = <int16_t>_u16(p + 34, swap)
+        out.append((off, reclen, bytes((<char *>p)[:6]), chr(p[6]),
+                    bytes((<char *>p)[18:20]), bytes((<char *>p)[8:13]),
+                    bytes((<char *>p)[13:15]), bytes((<char *>p)[15:18]),
+                    start_us + b_usec, nsamples, fact, mult, encoding, word_order,
+                    tq, b_usec, b_frames, _i32(p + 40, swap), (p[36], p[37], p[38]),
+                    rate_b100, samples, text))
+        off += reclen
+    return out
+
+
+def write_log_record(str network, str station, int64_t start_us, bytes text,
+                     int sequence_number=0):
+    """One 512-byte ASCII LOG record, as SeisComP writes plugin log lines:
+    channel LOG, blank location, encoding 0, no blockette 1001, text (at most
+    448 bytes) at offset 64, num_samples = text length."""
+    cdef mseed_hdr_t h
+    cdef bytes rec = PyBytes_FromStringAndSize(NULL, 512)
+    cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(rec)
+    cdef Py_ssize_t n = min(len(text), 448)
+    _fill_padded(h.station, 5, station)
+    _fill_padded(h.location, 2, "")
+    _fill_padded(h.channel, 3, "LOG")
+    _fill_padded(h.network, 2, network)
+    h.rate_factor = 0
+    h.rate_mult = 0
+    h.encoding = 0
+    h.reclen_exp = 9
+    h.timing_quality = -1
+    h.usec_correction = 0
+    memset(p, 0, 512)
+    memcpy(p + MSEED_DATA_OFFSET, <char *>text, n)
+    mseed_write_header(p, &h, sequence_number, start_us, <int>n, 0)
+    return rec
+
+
+def split_time_us(int64_t us):
+    """(year, doy, hour, minute, second, usec) of us since the epoch; exposed for tests."""
+    cdef mseed_time_t t
+    mseed_split_time(us, &t)
+    return (t.year, t.doy, t.hour, t.minute, t.second, t.usec)
+
+
+def join_time_us(int year, int doy, int hour, int minute, int second, int64_t usec):
+    """us since the epoch; inverse of split_time_us."""
+    return mseed_join_time(year, doy, hour, minute, second, usec)
+
+
+def write_header(bytearray record, str network, str station, str location, str channel,
+                 int sequence_number, int64_t start_us, int nsamples, int rate_num,
+                 int rate_den, int encoding, timing_quality=None, int usec_correction=0,
+                 int nframes=0):
+    """Write the 64-byte header of a record in place, as SeisComP does.
+
+    The stream processor and the tests use it when the start time comes from
+    elsewhere than a RecordPacker's clock.  Rate 0/0 writes factor and
+    multiplier 0 (LOG records).
+    """
+    cdef mseed_hdr_t h
+    cdef int exp = 0
+    cdef int n = len(record)
+    while (1 << exp) < n:
+        exp += 1
+    if n < 128 or (1 << exp) != n:
+        raise ValueError("record length must be a power of two >= 128, got %d" % n)
+    _fill_padded(h.station, 5, station)
+    _fill_padded(h.location, 2, location)
+    _fill_padded(h.channel, 3, channel)
+    _fill_padded(h.network, 2, network)
+    if rate_num == 0 and rate_den == 0:
+        fact, mult = 0, 0
+    else:
+        fact, mult = rate_factor_multiplier(rate_num, rate_den)
+    h.rate_factor = fact
+    h.rate_mult = mult
+    h.encoding = encoding
+    h.reclen_exp = exp
+    h.timing_quality = -1 if timing_quality is None else timing_quality
+    h.usec_correction = usec_correction
+    cdef uint8_t *p = <uint8_t *>(<char *>record)
+    memset(p, 0, MSEED_DATA_OFFSET)
+    mseed_write_header(p, &h, sequence_number, start_us, nsamples, nframes)

@@ -29,6 +29,7 @@ from libc.string cimport memset, memcpy
 cdef extern from *:
     """
     #include <stdint.h>
+    #include <math.h>
     /* Fit categories, indexed by the number of bits a difference needs as a
        signed integer (1..32).  Steim2 widths 4, 5, 6, 8, 10, 15, 30 bits hold
        7, 6, 5, 4, 3, 2, 1 differences per word; wider ones fit nowhere and
@@ -45,11 +46,39 @@ cdef extern from *:
         return m ? 33 - __builtin_clz(m) : 1;
     }
     static inline uint32_t sl_bswap32(uint32_t v) { return __builtin_bswap32(v); }
+
+    /* SeisComP's clock arithmetic (slutils qtime add_dtime and SPClock),
+       reproduced operation for operation because record start times come
+       from it: a time is (seconds since the epoch, microseconds), adding a
+       double number of microseconds floors to a whole microsecond. */
+    typedef struct { int64_t sec; int usec; } sl_time_t;
+    static inline sl_time_t sl_add_dtime(sl_time_t it, double usecs) {
+        long long secs = (long long)floor((it.usec + usecs) / 1000000.0);
+        usecs += it.usec - secs * 1000000.0;
+        it.sec += secs;
+        it.usec = (int)usecs;
+        return it;
+    }
+    /* time of the sample tick_diff samples before the clock's position, for a
+       clock that has counted `count` samples since it was last synchronised */
+    static inline sl_time_t sl_clock_time(sl_time_t anchor, int64_t count,
+                                          int tick_diff, int freqn, int freqd) {
+        int seconds = (int)(count / freqn) * freqd;
+        int ticks = (int)(count % freqn);
+        return sl_add_dtime(anchor, 1000000 * ((double)seconds +
+            (double)(ticks - tick_diff) * (double)freqd / (double)freqn));
+    }
     """
     const uint8_t *SL_STEIM2_CAT
     const uint8_t *SL_STEIM1_CAT
     int sl_signed_bits(int32_t v) noexcept nogil
     uint32_t sl_bswap32(uint32_t v) noexcept nogil
+    ctypedef struct sl_time_t:
+        int64_t sec
+        int usec
+    sl_time_t sl_add_dtime(sl_time_t it, double usecs) noexcept nogil
+    sl_time_t sl_clock_time(sl_time_t anchor, int64_t count, int tick_diff,
+                            int freqn, int freqd) noexcept nogil
 
 cdef enum:
     STEIM_MAX_FRAMES = 63        # 4096-byte records hold 63 data frames
@@ -66,8 +95,12 @@ cdef uint32_t *STEIM2_DNIB = [0, 1, 2, 3, 0, 0, 1, 2]
 
 ctypedef struct steim_rec_t:
     int64_t first_index     # stream index (samples since the encoder began) of its first sample
+    int64_t done_index      # stream index of the sample whose arrival completed it
     int32_t nsamples        # samples in the record
     int32_t nframes         # frames used, a partly filled frame counted
+    sl_time_t start         # SeisComP clock time of the first sample (clock mode only)
+    int32_t corr            # usec_correction and timing quality in force when it opened
+    int32_t qual
 
 
 ctypedef struct steim_enc_t:
@@ -77,6 +110,14 @@ ctypedef struct steim_enc_t:
     int first_word          # 1 until the first word is emitted (Steim2 caps it at 4)
     int64_t nstored         # samples stored since the encoder began
     int64_t nclamped        # Steim2 differences clamped to 30 bits
+    # SeisComP's encoder clock (used when freqn > 0): synchronised to its node
+    # on every time packet, it stamps a record when the record opens
+    int freqn               # sample rate freqn/freqd Hz
+    int freqd
+    sl_time_t anchor        # time of sample sync_index
+    int64_t sync_index
+    int32_t corr            # usec_correction / timing quality from the last sync
+    int32_t qual
     # differences stored but not yet packed (at most 7), oldest first
     int npend
     int32_t pend_d[8]       # differences (clamped)
@@ -89,6 +130,9 @@ ctypedef struct steim_enc_t:
     uint32_t nibble_word
     int32_t rec_samples
     int64_t rec_first
+    sl_time_t rec_start
+    int32_t rec_corr
+    int32_t rec_qual
     uint32_t words[STEIM_MAX_FRAMES * 16]   # the frames, host byte order
     # scratch for one block: pending + new differences
     int32_t sd[STEIM_BLOCK + 8]
@@ -110,7 +154,22 @@ cdef int steim_enc_init(steim_enc_t *enc, int level, int nframes, int32_t prev_s
     enc.rec_open = 0
     enc.rec_samples = 0
     enc.rec_first = 0
+    enc.freqn = 0
+    enc.freqd = 1
+    enc.anchor.sec = 0
+    enc.anchor.usec = 0
+    enc.sync_index = 0
+    enc.corr = 0
+    enc.qual = -1
     return 0
+
+
+cdef void steim_enc_sync(steim_enc_t *enc, sl_time_t t, int corr, int qual) noexcept nogil:
+    """Synchronise the encoder clock: the next sample stored has time t."""
+    enc.anchor = t
+    enc.sync_index = enc.nstored
+    enc.corr = corr
+    enc.qual = qual
 
 
 cdef inline int32_t _wrap_sub(int32_t a, int32_t b) noexcept nogil:
@@ -137,9 +196,15 @@ cdef inline void _open_record(steim_enc_t *enc, int p, int t, int64_t base) noex
     enc.nibble_word = 0
     enc.rec_samples = 0
     enc.rec_first = base + p
+    if enc.freqn > 0:
+        # SeisComP: get_time(bp) on a clock that has ticked for every stored sample
+        enc.rec_start = sl_clock_time(enc.anchor, base + t + 1 - enc.sync_index,
+                                      t - p + 1, enc.freqn, enc.freqd)
+    enc.rec_corr = enc.corr
+    enc.rec_qual = enc.qual
 
 
-cdef inline void _finish_record(steim_enc_t *enc, int q, int t, uint8_t *out,
+cdef inline void _finish_record(steim_enc_t *enc, int q, int t, int64_t base, uint8_t *out,
                                 steim_rec_t *info) noexcept nogil:
     # Xn: the newest stored sample minus the differences not yet packed
     # (q..t), then the frames go out big-endian.
@@ -152,7 +217,11 @@ cdef inline void _finish_record(steim_enc_t *enc, int q, int t, uint8_t *out,
     for i in range(enc.nframes * 16):
         dst[i] = sl_bswap32(enc.words[i])
     info.first_index = enc.rec_first
+    info.done_index = base + t
     info.nsamples = enc.rec_samples
+    info.start = enc.rec_start
+    info.corr = enc.rec_corr
+    info.qual = enc.rec_qual
     info.nframes = enc.frame_count + (1 if enc.fp > 1 else 0)
     enc.rec_open = 0
 
@@ -246,7 +315,7 @@ cdef Py_ssize_t _pack_block(steim_enc_t *enc, int m, int flushing, uint8_t *out,
             _open_record(enc, p, t, base)
         enc.first_word = 0
         if _put_word(enc, p, used):
-            _finish_record(enc, p + used, t, out + nrec * datalen, &info[nrec])
+            _finish_record(enc, p + used, t, base, out + nrec * datalen, &info[nrec])
             nrec += 1
         p += used
     # keep what is left for the next block
@@ -316,7 +385,8 @@ cdef Py_ssize_t steim_enc_flush(steim_enc_t *enc, uint8_t *out, steim_rec_t *inf
     if enc.rec_open:
         # every difference is packed now; Xn is the last stored sample
         enc.ss[0] = enc.last_sample
-        _finish_record(enc, 1, 0, out + nrec * enc.nframes * 64, &info[nrec])
+        _finish_record(enc, 1, 0, enc.nstored - 1, out + nrec * enc.nframes * 64,
+                       &info[nrec])
         nrec += 1
     return nrec
 

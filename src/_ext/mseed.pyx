@@ -26,42 +26,6 @@ ENCODING_STEIM1 = 10
 ENCODING_STEIM2 = 11
 
 
-def rate_factor_multiplier(int num, int den):
-    """SEED sample-rate factor and multiplier for a rate of num/den Hz.
-
-    SeisComP's rule first: D | N -> (N/D, 1); N | D -> (-D/N, 1); else
-    (-D, N).  Both fields are int16, so integer rates above 32767 Hz (up to
-    1 MHz digitizers) are split into factor * multiplier instead.
-    Raises ValueError when the rate cannot be written.
-    """
-    cdef int a
-    if num <= 0 or den <= 0:
-        raise ValueError("sample rate must be positive, got %d/%d" % (num, den))
-    if num % den == 0:
-        fact, mult = num // den, 1
-    elif den % num == 0:
-        fact, mult = -(den // num), 1
-    else:
-        fact, mult = -den, num
-    if -32768 <= fact <= 32767 and -32768 <= mult <= 32767:
-        return fact, mult
-    if num % den == 0:
-        rate = num // den
-        for a in range(2, 32768):
-            if rate % a == 0 and rate // a <= 32767:
-                return rate // a, a
-    raise ValueError("sample rate %d/%d Hz cannot be written as SEED factor and multiplier"
-                     % (num, den))
-
-
-cdef void _fill_padded(char *dst, int width, str value):
-    # space padded and cut to width, as SeisComP's strncpy + memset does
-    cdef bytes raw = value.encode("ascii", "replace")
-    cdef int i
-    for i in range(width):
-        dst[i] = raw[i] if i < len(raw) else 32
-
-
 cdef class RecordPacker:
     """Streaming Steim packer: feed int32 chunks, get finished records.
 
@@ -347,31 +311,6 @@ def parse_records(const uint8_t[::1] buf, int default_reclen=512, bint decode=Tr
                     rate_b100, samples, text))
         off += reclen
     return out
-
-
-def write_log_record(str network, str station, int64_t start_us, bytes text,
-                     int sequence_number=0):
-    """One 512-byte ASCII LOG record, as SeisComP writes plugin log lines:
-    channel LOG, blank location, encoding 0, no blockette 1001, text (at most
-    448 bytes) at offset 64, num_samples = text length."""
-    cdef mseed_hdr_t h
-    cdef bytes rec = PyBytes_FromStringAndSize(NULL, 512)
-    cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(rec)
-    cdef Py_ssize_t n = min(len(text), 448)
-    _fill_padded(h.station, 5, station)
-    _fill_padded(h.location, 2, "")
-    _fill_padded(h.channel, 3, "LOG")
-    _fill_padded(h.network, 2, network)
-    h.rate_factor = 0
-    h.rate_mult = 0
-    h.encoding = 0
-    h.reclen_exp = 9
-    h.timing_quality = -1
-    h.usec_correction = 0
-    memset(p, 0, 512)
-    memcpy(p + MSEED_DATA_OFFSET, <char *>text, n)
-    mseed_write_header(p, &h, sequence_number, start_us, <int>n, 0)
-    return rec
 
 
 def split_time_us(int64_t us):

@@ -291,6 +291,8 @@ cdef extern from *:
             return FIR_ENOMEM;
         }
         memcpy(st->taps, taps, (size_t)L * sizeof(double));
+        for (i = 0; i < L; i++) st->taps[i] *= gain;
+        st->unit_gain = 1;
         for (i = 0; i < L; i++)
             st->off[i] = (Py_ssize_t)(i % D) * st->stride + i / D;
         return FIR_OK;

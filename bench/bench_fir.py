@@ -23,10 +23,10 @@ variant; median of --reps repetitions (min..max).  Other CPU load is read from
 and the hypervisor steal time); a repetition is redone when the other load
 exceeds --max-other % of one CPU, as long as the time budget allows.
 
-Usage: python bench/bench_fir.py [--reps 5] [--n 10000000] [--json out.json]
+Usage: python bench/bench_fir.py [--reps 7] [--n 10000000] [--json out.json]
 Needs the extension built (SEEDLINK_FAST_ONLY=fir python setup.py
 build_ext --inplace) and PYTHONPATH=src, numpy, scipy.  Bounded by
---max-seconds (default 55).
+--max-seconds (default 45) for the repetitions, under a minute in all.
 """
 from __future__ import annotations
 
@@ -155,13 +155,13 @@ def stream100_stages():
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--n", type=int, default=10_000_000)
-    ap.add_argument("--stream-n", type=int, default=1_000_000,
+    ap.add_argument("--stream-n", type=int, default=2_000_000,
                     help="samples for the (slow) streaming upfirdn variants")
     ap.add_argument("--taps", type=int, default=100)
     ap.add_argument("--blocks", default="400,4096")
-    ap.add_argument("--max-seconds", type=float, default=55.0)
+    ap.add_argument("--max-seconds", type=float, default=45.0)
     ap.add_argument("--max-other", type=float, default=25.0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -240,9 +240,9 @@ def main():
         if rep >= 1 and elapsed + rep_dur > args.max_seconds:
             print(f"[stop] time budget of {args.max_seconds:.0f} s reached after {rep} reps")
             break
-        wait_quiet(args.max_other, 2.0)
-        order = names[rep % len(names):] + names[:rep % len(names)]
         t_rep = time.monotonic()
+        wait_quiet(args.max_other, 1.0)
+        order = names[rep % len(names):] + names[:rep % len(names)]
         meter.start()
         this = {}
         for k in order:

@@ -419,7 +419,7 @@ def main(argv=None):
     ap.add_argument("--max-wait", type=float, default=None,
                     help="longest wait for a quiet machine before a repetition (default 10 s; 3 s with --quick)")
     ap.add_argument("--max-seconds", type=float, default=None,
-                    help="time budget for the repetitions (default 140 s; 20 s with --quick)")
+                    help="time budget for the repetitions (default 120 s; 20 s with --quick)")
     ap.add_argument("--json", metavar="FILE", help="write environment, parameters and raw runs here")
     ap.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     args = ap.parse_args(argv)
@@ -429,7 +429,7 @@ def main(argv=None):
         ap.error("--reps must be at least 1")
     max_wait = args.max_wait if args.max_wait is not None else (3.0 if args.quick else 10.0)
     max_wait = min(max_wait, 10.0)
-    budget = args.max_seconds if args.max_seconds is not None else (20.0 if args.quick else 140.0)
+    budget = args.max_seconds if args.max_seconds is not None else (20.0 if args.quick else 120.0)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     t_begin = time.perf_counter()
 

@@ -54,8 +54,8 @@ cdef extern from *:
     /* kernel levels (fir_stage_t.kernel); all give bit-identical results */
     #define FIR_KERNEL_SCALAR  0   /* plain C */
     #define FIR_KERNEL_VEC128  1   /* 2 x double (SSE2 on x86-64, NEON on arm64) */
-    #define FIR_KERNEL_AVX2    2   /* 4 x double, x86 with AVX2 (no FMA) */
-    #define FIR_KERNEL_AVX512  3   /* 8 x double, x86 with AVX-512F (no FMA) */
+    #define FIR_KERNEL_AVX2    2   /* 4 x double, x86-64 with AVX2 (no FMA) */
+    #define FIR_KERNEL_AVX512  3   /* 8 x double, x86-64 with AVX-512F (no FMA) */
     #define FIR_KERNEL_AUTO   (-1) /* fir_stage_set_kernel: best available */
 
     #define FIR_BLOCK   1024       /* input samples appended per filtering run (rows stay in L1) */
@@ -87,7 +87,7 @@ cdef extern from *:
     #if defined(__GNUC__) || defined(__clang__)
     #  define FIR_HAVE_VEC 1
     typedef double fir_v2d __attribute__((vector_size(16)));
-    #  if defined(__x86_64__) || defined(__i386__)
+    #  if defined(__x86_64__)
     #    define FIR_HAVE_X86 1
     typedef double fir_v4d __attribute__((vector_size(32)));
     typedef double fir_v8d __attribute__((vector_size(64)));
@@ -291,8 +291,6 @@ cdef extern from *:
             return FIR_ENOMEM;
         }
         memcpy(st->taps, taps, (size_t)L * sizeof(double));
-        for (i = 0; i < L; i++) st->taps[i] *= gain;
-        st->unit_gain = 1;
         for (i = 0; i < L; i++)
             st->off[i] = (Py_ssize_t)(i % D) * st->stride + i / D;
         return FIR_OK;

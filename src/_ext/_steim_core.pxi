@@ -448,16 +448,21 @@ cdef Py_ssize_t steim_decode(const uint8_t *data, int nframes, int level,
             if code == 0:
                 continue
             if code == 1:
-                # four 8-bit differences (both levels)
+                # four 8-bit differences (both levels), in memory order
                 for i in range(4):
                     if cnt < nsamples:
-                        out[cnt] = <int32_t>(<signed char>((word >> (24 - 8 * i)) & 0xff))
+                        out[cnt] = <int32_t>(<signed char>frame[4 * w + i])
                         cnt += 1
             elif level == 1:
                 if code == 2:
+                    # two 16-bit differences; little-endian data swaps each
+                    # half on its own (libmseed's layout), so they stay in order
                     for i in range(2):
                         if cnt < nsamples:
-                            out[cnt] = <int32_t>(<int16_t>((word >> (16 - 16 * i)) & 0xffff))
+                            if big_endian:
+                                out[cnt] = <int32_t>(<int16_t>((word >> (16 - 16 * i)) & 0xffff))
+                            else:
+                                out[cnt] = <int32_t>(<int16_t>((word >> (16 * i)) & 0xffff))
                             cnt += 1
                 else:
                     out[cnt] = <int32_t>word

@@ -90,6 +90,9 @@ def pack(samples, *, network, station, location, channel, starttime_ns, sample_r
     """Pack int32 samples into miniSEED 2 records; return them concatenated,
     the last one partial (unused frames zero).
 
+    Blockette 1001 is written only when ``timing_quality`` is given (0..100),
+    as SeisComP does; without it a start time keeps only 0.1 ms resolution.
+
     Raises ValueError for a bad rate, encoding or record length, and for
     samples that are not representable as int32.
     """

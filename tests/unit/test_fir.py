@@ -23,6 +23,8 @@ KERNELS = available_kernels()
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("SEEDLINK_FAST_SHARED", REPO.parent / "shared"))
 FILTERS_FIR = SHARED / "reference" / "seiscomp-filters.fir"
+if not FILTERS_FIR.exists():                     # the copy shipped in the package
+    FILTERS_FIR = REPO / "src" / "seedlink_fast" / "data" / "filters.fir"
 GOLDEN = SHARED / "reference" / "golden"
 
 
@@ -315,6 +317,18 @@ def test_filters_file_shapes(seiscomp_filters):
             assert np.argmax(taps) > len(taps) // 2          # time-reversed causal filter
         else:
             assert np.array_equal(taps, taps[::-1])          # expanded symmetric filter
+
+
+@needs_filters
+def test_package_loader_gives_the_same_taps(seiscomp_filters):
+    """seedlink_fast.firfile (the server's loader) agrees with the minimal parser"""
+    firfile = pytest.importorskip("seedlink_fast.firfile")
+    loaded = firfile.load_filters(str(FILTERS_FIR))
+    assert sorted(loaded) == sorted(seiscomp_filters)
+    for name, (taps, D, g) in seiscomp_filters.items():
+        f = loaded[name]
+        assert (f.decimation, f.gain, f.length) == (D, g, len(taps))
+        assert_bits(np.asarray(f.taps, dtype=np.float64), taps)
 
 
 @needs_filters

@@ -34,7 +34,11 @@ every decoder reads foreign data):
   obspy           obspy.read(BytesIO)
 
 The methods run interleaved in every repetition (A B C D, A B C D, ...), so
-machine noise hits all of them alike.  Ratios are speed ratios (their time /
+machine noise hits all of them alike; the garbage collector stays on, but
+gc.collect() runs (untimed) before every timed call so that each starts from
+the same GC state.  Each run's minor page faults (getrusage) are recorded
+too: fresh large allocations fault their pages in, which is a large, noisy
+cost on this VM.  Ratios are speed ratios (their time /
 our time) computed per repetition, then reported as median [min..max].
 Before each repetition the benchmark waits (at most --max-wait s) for the
 machine to be quiet, and records the CPU time other processes used during the
@@ -54,6 +58,7 @@ import argparse
 import gc
 import io
 import json
+import resource
 import statistics
 import sys
 import time
@@ -303,27 +308,37 @@ def check_dataset(name, x, fs):
 # ---------------------------------------------------------------------------
 # timing
 
+def _minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def run_repetition(data, refs):
     """One interleaved pass over every data set and method; returns
-    {(kind, data set, method): (seconds, samples, records)}."""
+    {(kind, data set, method): (seconds, samples, records, minor page faults)}."""
     out = {}
     clock = time.perf_counter
     for name, x in data.items():
         fs = RATES[name]
         for method, enc in ENCODERS.items():
+            gc.collect()           # every call starts from the same GC state
+            f0 = _minor_faults()
             t0 = clock()
             result, nrec = enc(x, fs)
             dt = clock() - t0
+            faults = _minor_faults() - f0
             del result
-            out[("encode", name, method)] = (dt, len(x), nrec)
+            out[("encode", name, method)] = (dt, len(x), nrec, faults)
         buf = refs[name]
         nrec = len(buf) // RECLEN
         for method, dec in DECODERS.items():
+            gc.collect()
+            f0 = _minor_faults()
             t0 = clock()
             result = dec(buf)
             dt = clock() - t0
+            faults = _minor_faults() - f0
             del result
-            out[("decode", name, method)] = (dt, len(x), nrec)
+            out[("decode", name, method)] = (dt, len(x), nrec, faults)
     return out
 
 
@@ -333,8 +348,9 @@ def summarise(kept, data):
     summary = {}
     for key in kept[0]["times"]:
         times = [rep["times"][key][0] for rep in kept]
-        _, nsamp, nrec = kept[0]["times"][key]
+        nsamp, nrec = kept[0]["times"][key][1:3]
         summary[key] = {
+            "minor_faults": statistics.median(rep["times"][key][3] for rep in kept),
             "time_s": _util.spread(times),
             "msamples_per_s": _util.spread([nsamp / t / 1e6 for t in times]),
             "krecords_per_s": _util.spread([nrec / t / 1e3 for t in times]),
@@ -368,12 +384,12 @@ def table_rows(kind, data, summary, ratios):
         for m in methods:
             s = summary[(kind, name, m)]
             cells = [name, m, fmt3(s["msamples_per_s"], "%.1f"),
-                     "%.0f" % s["krecords_per_s"][0]]
+                     "%.0f" % s["krecords_per_s"][0], "%.0f" % s["minor_faults"]]
             for r in refs:
                 cells.append("%.2fx [%.2f..%.2f]" % ratios[(kind, name, m, r)][:3]
                              if m in ours else "")
             rows.append(cells)
-    headers = ["data", "method", "Msamples/s median [min..max]", "k rec/s"] + \
+    headers = ["data", "method", "Msamples/s median [min..max]", "k rec/s", "page faults"] + \
               ["speed vs %s" % r for r in refs]
     return headers, rows
 
@@ -446,7 +462,8 @@ def main(argv=None):
     params = {"quick": args.quick, "reps": reps, "sizes": sizes, "rates": RATES, "seeds": SEEDS,
               "record_length": RECLEN, "encoding": "steim2", "feed_chunk": FEED_CHUNK,
               "max_other_pct": args.max_other, "max_wait_s": max_wait,
-              "max_seconds": budget, "gc": "enabled", "order": "interleaved, fixed"}
+              "max_seconds": budget, "gc": "enabled; gc.collect() before each timed call",
+              "order": "interleaved, fixed"}
     print("# seedlink-fast miniSEED benchmark")
     print("# python %s, numpy %s, Cython %s, pymseed %s (libmseed %s), obspy %s" % (
         env["python"], env["numpy"], env["Cython"], env["pymseed"], env["libmseed(pymseed)"],
@@ -529,7 +546,8 @@ def main(argv=None):
         for kind, title in (("encode", "Encode"), ("decode", "Decode")):
             print()
             print("**%s** (Steim2, 512-byte records; median [min–max] over %d interleaved "
-                  "repetitions; speed ratio = their time / our time, per repetition)" % (title, len(kept)))
+                  "repetitions; speed ratio = their time / our time, per repetition; "
+                  "page faults = median minor page faults of one run)" % (title, len(kept)))
             print()
             print_markdown(*table_rows(kind, data, summary, ratios))
         print()
@@ -546,8 +564,9 @@ def main(argv=None):
 
         def run_json(entry):
             out = {k: v for k, v in entry.items() if k != "times"}
-            out["times"] = {key(k): {"seconds": t, "samples": ns, "records": nr}
-                            for k, (t, ns, nr) in entry["times"].items()}
+            out["times"] = {key(k): {"seconds": t, "samples": ns, "records": nr,
+                                     "minor_page_faults": pf}
+                            for k, (t, ns, nr, pf) in entry["times"].items()}
             return out
         doc = {
             "environment": env,

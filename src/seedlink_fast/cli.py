@@ -56,12 +56,10 @@ def build_parser():
                       help="files are SeedLink captures (520-byte SL packets)")
     dump.set_defaults(func=_cmd_dump)
 
-    try:
-        from . import replay
-    except ImportError:       # the stream processor is optional in partial builds
-        replay = None
-    if replay is not None:
-        replay.add_subparser(sub)
+    from . import replay, serve
+
+    serve.add_subparser(sub)
+    replay.add_subparser(sub)
     return parser
 
 

@@ -112,9 +112,17 @@ class StreamProcessor:
         self.stations = {}
         for st in config.stations:
             self.stations[st.key] = StationOutput(st)
-        self.trees = {}            # (station key, input name) -> TreeInput
+        self.trees = {}            # (station key, input name, plugin or None) -> TreeInput
         self._warned = set()
-        self.engine = _kernel.PacketEngine(self._resolve, self._station)
+        self.engine = self.new_engine(plugin)
+
+    def new_engine(self, plugin=None):
+        """A packet engine for one plugin's byte stream.  Engines share the
+        stations, their LOG streams and station-level trees, as SeisComP's
+        plugins share a station; a plugin-level proc is instantiated per
+        (station, plugin)."""
+        return _kernel.PacketEngine(lambda key, channel: self._resolve(plugin, key, channel),
+                                    self._station)
 
     # -- callbacks of the packet engine (once per new key) --------------------
 
@@ -131,22 +139,26 @@ class StreamProcessor:
             return {}
         return resolve_proc(proc, self.filters)
 
-    def _resolve(self, key, channel):
+    def _resolve(self, plugin, key, channel):
         out = self._station(key)
         if out is None:
             return None
         st = out.config
-        for proc_name in (self.plugin.proc if self.plugin is not None else None, st.proc):
+        plugin_proc = plugin.proc if plugin is not None else None
+        for proc_name, owner in ((plugin_proc, plugin.name if plugin else None), (st.proc, None)):
             if not proc_name:
                 continue
+            tree = self.trees.get((key, channel, owner))
+            if tree is not None:
+                return tree
             resolved = self._proc_inputs(proc_name).get(channel)
             if resolved is not None:
                 level = 2 if st.encoding == "steim2" else 1
                 tree = build_tree_input(out, resolved, level,
                                         (st.proc_gap_warn, st.proc_gap_flush, st.proc_gap_reset))
-                self.trees[(key, channel)] = tree
+                self.trees[(key, channel, owner)] = tree
                 return tree
-        if not st.proc and not (self.plugin is not None and self.plugin.proc):
+        if not st.proc and not plugin_proc:
             log.warning("%s: raw data ignored (no stream processor)", key)
         else:
             log.warning("%s: channel %s ignored", key, channel)
@@ -163,9 +175,9 @@ class StreamProcessor:
         station in name order as SeisComP's flush does."""
         if not self.flush_on_shutdown:
             return
-        for (key, channel) in sorted(self.trees, key=lambda k: (list(self.stations).index(k[0]),
-                                                                 k[1])):
-            self.trees[(key, channel)].flush()
+        order = {key: i for i, key in enumerate(self.stations)}
+        for ident in sorted(self.trees, key=lambda k: (order[k[0]], k[1], k[2] or "")):
+            self.trees[ident].flush()
 
     def drain(self):
         """Take the records produced since the last drain: {station key: [bytes]}."""

@@ -1,0 +1,96 @@
+"""``seedlink-fast serve``: run the SeedLink server.
+
+Without ``-f`` it runs on an embedded default configuration: it listens on
+127.0.0.1:18000, keeps its buffer in ``./seedlink-data`` and has no stations
+(INFO and HELLO say so).  With ``-f seedlink.ini`` it reads SeisComP's file
+and, like SeisComP, listens on all interfaces unless ``--bind`` says
+otherwise.
+"""
+import asyncio
+import logging
+import os
+import sys
+
+from ._version import __version__
+from .errors import ConfigError
+from .inifile import GlobalConfig, SeedLinkConfig, load_ini
+
+log = logging.getLogger("seedlink_fast.serve")
+
+DEFAULT_DATA_DIR = "seedlink-data"
+
+
+def default_config():
+    """The embedded configuration: no stations, loopback only."""
+    g = GlobalConfig()
+    g.organization = "seedlink-fast: no stations configured (run with -f seedlink.ini)"
+    g.filebase = os.path.abspath(DEFAULT_DATA_DIR)
+    g.port = 18000
+    g.encoding = "steim2"
+    g.info = "streams"
+    g.info_trusted = "all"
+    g.window_extraction = True
+    g.window_extraction_trusted = True
+    g.stream_check = True
+    return SeedLinkConfig(globals=g, filename="<embedded>")
+
+
+def add_subparser(sub):
+    p = sub.add_parser("serve", help="run the SeedLink server",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("-f", "--config-file", metavar="SEEDLINK_INI",
+                   help="SeisComP seedlink.ini (default: embedded configuration)")
+    p.add_argument("--section", default="seedlink", help="ini section (default: seedlink)")
+    p.add_argument("-v", action="count", default=0, help="more log output (repeatable)")
+    p.add_argument("--verbosity", type=int, default=None, help="log verbosity 0-4")
+    p.add_argument("-D", "--daemon", action="store_true",
+                   help="accepted for SeisComP compatibility; logs still go to stderr")
+    p.add_argument("--bind", default=None, metavar="ADDR",
+                   help="listen address (default: 0.0.0.0 with -f, else 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default: from the ini)")
+    p.add_argument("--filebase", default=None, help="buffer directory (overrides the ini)")
+    p.add_argument("--no-shutdown-flush", action="store_true",
+                   help="drop partial records at shutdown, as SeisComP does")
+    p.set_defaults(func=run)
+
+
+def _log_level(args):
+    level = args.verbosity if args.verbosity is not None else 2 + args.v
+    return {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}.get(
+        min(level, 3), logging.DEBUG)
+
+
+def run(args):
+    from .server import Server
+
+    logging.getLogger().setLevel(_log_level(args))
+    try:
+        if args.config_file:
+            config = load_ini(args.config_file, section=args.section)
+            bind = args.bind or "0.0.0.0"
+        else:
+            config = default_config()
+            bind = args.bind or "127.0.0.1"
+    except (ConfigError, OSError) as exc:
+        print("seedlink-fast serve: %s" % exc, file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    server = Server(config, bind=bind, port=args.port, filebase=args.filebase,
+                    flush_on_shutdown=not args.no_shutdown_flush)
+
+    async def main():
+        await server.start()
+        await server.serve_forever()
+
+    try:
+        if uvloop is not None:
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
+    except (RuntimeError, OSError, ConfigError) as exc:
+        print("seedlink-fast serve: %s" % exc, file=sys.stderr)
+        return 1
+    return 0

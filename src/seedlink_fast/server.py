@@ -1,0 +1,337 @@
+"""The SeedLink server: stations and their buffers, plugins feeding the
+stream processor, and the listening socket.
+
+One event loop (uvloop when importable) runs everything.  Plugin bytes go
+through the stream processor; its records are appended to the station
+buffers (disk first, then memory) and wake the clients waiting on that
+station.  Records are framed once (``SL`` header + record) and the same
+bytes go to every client.
+"""
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import signal
+import time
+
+from . import info as infodoc
+from .buffer import StationBuffer
+from .inifile import parse_ip_acl
+from .session import SEQ_MOD, SOFTWARE, SeedLinkProtocol, SessionLimits
+from .selectors import station_pattern_matches
+from .streamproc import StreamProcessor
+
+log = logging.getLogger("seedlink_fast.server")
+
+INFO_LEVELS = ["id", "capabilities", "stations", "streams", "gaps", "connections", "all"]
+RING_PACKETS = 4096            # framed packets kept per station for fan-out
+
+
+def _ip_int(ip):
+    try:
+        a, b, c, d = (int(x) for x in ip.split("."))
+        return (a << 24) | (b << 16) | (c << 8) | d
+    except ValueError:
+        return None
+
+
+class IPACL:
+    """SeisComP's IP access list: empty means everyone."""
+
+    def __init__(self, entries):
+        self.rules = []
+        for entry in entries or []:
+            for item in entry.replace(",", " ").split():
+                self.rules.append(parse_ip_acl(item))
+
+    def allows(self, ip):
+        if not self.rules:
+            return True
+        addr = _ip_int(ip)
+        if addr is None:
+            return False
+        return any((addr ^ rule_ip) & mask == 0 for rule_ip, mask in self.rules)
+
+
+class Station:
+    """A station: its buffer, framed-packet cache and waiting clients."""
+
+    def __init__(self, config, filebase, min_ring=0):
+        self.config = config
+        self.key = config.key
+        self.name = config.name
+        self.network = config.network
+        self.description = config.description
+        self.access = IPACL(config.access)
+        self.buffer = StationBuffer(config, filebase, min_ring=min_ring)
+        self.waiters = set()
+        self._ring = []              # framed packets, positions ring_start ..
+        self.ring_start = 0
+
+    def open(self):
+        self.buffer.open()
+        self.ring_start = self.buffer.next_position
+
+    @property
+    def next_position(self):
+        return self.buffer.next_position
+
+    @property
+    def oldest_position(self):
+        return self.buffer.oldest_position
+
+    def append_many(self, records):
+        first = self.buffer.append_many(records)
+        if first != self.ring_start + len(self._ring):
+            self._ring = []
+            self.ring_start = first
+        for i, rec in enumerate(records):
+            self._ring.append(b"SL%06X" % ((first + i) % SEQ_MOD) + rec)
+        excess = len(self._ring) - RING_PACKETS
+        if excess > RING_PACKETS // 4:
+            del self._ring[:excess]
+            self.ring_start += excess
+        for client in list(self.waiters):
+            client.wake()
+        return first
+
+    def framed_range(self, position, count):
+        """Up to count consecutive framed packets from position."""
+        if position >= self.ring_start:
+            i = position - self.ring_start
+            return self._ring[i:i + count]
+        records = self.buffer.read_range(position, min(count, self.ring_start - position))
+        return [b"SL%06X" % ((position + i) % SEQ_MOD) + rec for i, rec in enumerate(records)]
+
+    def position_for_time(self, begin_us, sub):
+        return self.buffer.position_for_time(
+            begin_us, lambda loc, cha, typ: sub.selectors.matches(loc, cha, typ))
+
+    def has_stream_reaching(self, end_us, sub):
+        """False when the window ends before every matching indexed stream."""
+        streams = [s for s in (self.buffer.streams or [])
+                   if sub.selectors.matches(s.location, s.seedname, s.type)]
+        if not streams:
+            return True
+        return any(s.begin_time_us <= end_us for s in streams)
+
+
+class Server:
+    """Everything one ``seedlink-fast serve`` runs."""
+
+    def __init__(self, config, *, bind="0.0.0.0", port=None, filebase=None,
+                 limits=None, hello_capabilities=True, flush_on_shutdown=True):
+        g = config.globals
+        self.config = config
+        self.bind = bind
+        self.port = g.port if port is None else port
+        self.filebase = filebase or g.filebase
+        self.organization = g.organization
+        self.network = g.network
+        self.request_log = g.request_log
+        self.seq_gap_limit = g.seq_gap_limit
+        self.limits = limits or SessionLimits()
+        self.hello_capabilities = hello_capabilities
+        self.trusted = IPACL(g.trusted)
+        self.started_us = int(time.time() * 1e6)
+        self.clients = set()
+        self.per_ip = {}
+        self.processor = StreamProcessor(config, flush_on_shutdown=flush_on_shutdown)
+        self.stations = []
+        for st in config.stations:
+            nstreams = 0
+            if st.proc and st.proc in self.processor.procs:
+                nstreams = self.processor.procs[st.proc].stream_count()
+            self.stations.append(Station(st, self.filebase, min_ring=3 * nstreams))
+        self.by_key = {s.key: s for s in self.stations}
+        self.plugins = []
+        self.server = None
+        self.lock_fd = None
+        self._stopping = None
+
+    # -- policy ----------------------------------------------------------------------
+
+    def client_class(self, ip):
+        """(trusted, info level index, window extraction allowed) for a client."""
+        g = self.config.globals
+        trusted = self.trusted.allows(ip)
+        level = INFO_LEVELS.index(g.info)
+        if trusted:
+            level = max(level, INFO_LEVELS.index(g.info_trusted))
+            window = g.window_extraction or g.window_extraction_trusted
+        else:
+            window = g.window_extraction
+        return trusted, level, window
+
+    def admit(self, client):
+        g = self.config.globals
+        ip = client.peer[0]
+        if g.connections and len(self.clients) >= g.connections:
+            log.warning("%s: too many connections", ip)
+            return False
+        if g.connections_per_ip and self.per_ip.get(ip, 0) >= g.connections_per_ip:
+            log.warning("%s: too many connections from this address", ip)
+            return False
+        self.clients.add(client)
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return True
+
+    def forget(self, client):
+        if client in self.clients:
+            self.clients.discard(client)
+            ip = client.peer[0]
+            self.per_ip[ip] -= 1
+            if not self.per_ip[ip]:
+                del self.per_ip[ip]
+
+    def default_station(self):
+        return self.stations[0] if self.stations else None
+
+    def find_stations(self, sta, net, ip):
+        """Accessible stations matching STATION sta net (wildcards ? and *)."""
+        wild = any(c in sta + net for c in "?*")
+        found = []
+        for st in self.stations:
+            if wild:
+                if not (station_pattern_matches(sta, st.name) and
+                        station_pattern_matches(net, st.network)):
+                    continue
+            elif st.name.upper() != sta.upper() or st.network.upper() != net.upper():
+                continue
+            if not st.access.allows(ip):
+                log.info("%s: access violation on %s", ip, st.key)
+                continue
+            found.append(st)
+        return found
+
+    def start_position(self, station, seq, peer):
+        """Buffer position for DATA/FETCH [seq|ALL] (docs §2.6)."""
+        if seq is None:
+            return station.next_position
+        if seq == "ALL":
+            return station.oldest_position
+        position = station.buffer.position_of_seq(seq)
+        if position is not None:
+            return position
+        nxt = station.next_position
+        if seq == nxt % SEQ_MOD:
+            return nxt
+        oldest = station.oldest_position
+        log.info("%s:%d : %s packet %06X not found", peer[0], peer[1], station.key, seq)
+        if (oldest % SEQ_MOD - seq) % SEQ_MOD > self.seq_gap_limit or oldest >= nxt:
+            log.info("%s:%d : resuming transmission from the next packet", peer[0], peer[1])
+            return nxt
+        return oldest
+
+    # -- INFO and CAT ------------------------------------------------------------------
+
+    def cat_response(self, ip):
+        return infodoc.cat_response([s for s in self.stations if s.access.allows(ip)])
+
+    def info_response(self, level, client):
+        return infodoc.info_response(self, level, client)
+
+    # -- ingest ------------------------------------------------------------------------
+
+    def ingest(self, engine, data):
+        """Plugin bytes -> stream processor -> station buffers."""
+        error = None
+        try:
+            engine.feed(data)
+        except Exception as exc:          # a protocol error ends this plugin's stream
+            error = exc
+        self.store_pending()
+        return error
+
+    def store_pending(self):
+        for key, records in self.processor.drain().items():
+            station = self.by_key.get(key)
+            if station is not None:
+                station.append_many(records)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _lock(self):
+        path = self.config.globals.lockfile
+        if not path:
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise RuntimeError("already running (lockfile %s)" % path) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, b"%d\n" % os.getpid())
+        self.lock_fd = fd
+
+    async def start(self):
+        from .plugins import PluginProcess
+
+        self._lock()
+        for st in self.stations:
+            st.open()
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: SeedLinkProtocol(self), self.bind,
+                                               self.port, reuse_address=True, backlog=1024)
+        self.port = self.server.sockets[0].getsockname()[1]
+        for pconf in self.config.plugins:
+            engine = self.processor.new_engine(pconf)
+            holder = {}
+
+            def on_data(data, engine=engine, holder=holder, name=pconf.name):
+                if holder.get("dead"):
+                    return
+                error = self.ingest(engine, data)
+                if error is not None:
+                    holder["dead"] = True
+                    log.error("%s: %s", name, error)
+                    holder["plugin"].protocol_error(str(error))
+
+            plugin = PluginProcess(pconf, on_data)
+            holder["plugin"] = plugin
+            plugin.on_start = lambda holder=holder, pconf=pconf: self._plugin_started(holder, pconf)
+            self.plugins.append(plugin)
+            await plugin.start()
+        log.info("%s started, listening on %s:%d", SOFTWARE, self.bind, self.port)
+
+    def _plugin_started(self, holder, pconf):
+        # a restarted plugin gets a fresh packet engine
+        holder["dead"] = False
+
+    def install_signal_handlers(self):
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.restart_plugins)
+
+    def restart_plugins(self):
+        log.info("SIGHUP: restarting plugins")
+        for plugin in self.plugins:
+            plugin.restart()
+
+    async def serve_forever(self):
+        self.install_signal_handlers()
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self):
+        log.info("shutting down")
+        for plugin in self.plugins:
+            await plugin.stop()
+        self.processor.shutdown()
+        self.store_pending()
+        if self.server is not None:
+            self.server.close()
+        for client in list(self.clients):
+            if client.transport is not None:
+                client.transport.close()
+        for st in self.stations:
+            st.buffer.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None

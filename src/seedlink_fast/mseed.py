@@ -26,7 +26,8 @@ import numpy as np
 from ._ext import mseed as _kernel
 from .errors import RecordError
 
-__all__ = ["pack", "unpack", "Record", "RecordPacker", "RecordError", "sample_rate_fraction"]
+__all__ = ["pack", "unpack", "Record", "RecordPacker", "RecordError", "sample_rate_fraction",
+           "sample_rate_from_factors"]
 
 _LEVELS = {"steim1": 1, "steim2": 2}
 _ENCODING_NAMES = {0: "ascii", 1: "int16", 3: "int32", 4: "float32", 5: "float64",
@@ -147,8 +148,8 @@ class Record:
         return self.starttime_ns + round((self.num_samples - 1) * 1e9 / self.sample_rate)
 
 
-def _rate(fact, mult):
-    # SEED rules for the rate from factor and multiplier
+def sample_rate_from_factors(fact, mult):
+    """Sample rate (Hz) from SEED's factor and multiplier; 0.0 when unset."""
     if fact == 0 or mult == 0:
         return 0.0
     if fact > 0 and mult > 0:
@@ -190,7 +191,7 @@ def unpack(data, *, decode=True, record_length=512):
         rec.num_samples = nsamples
         rec.sample_rate_factor = fact
         rec.sample_rate_multiplier = mult
-        rec.sample_rate = rate_b100 if rate_b100 else _rate(fact, mult)
+        rec.sample_rate = rate_b100 if rate_b100 else sample_rate_from_factors(fact, mult)
         rec.encoding = encoding
         rec.word_order = word_order
         rec.timing_quality = tq if tq >= 0 else None

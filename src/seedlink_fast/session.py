@@ -17,6 +17,7 @@ import struct
 import time
 
 from . import records as rectypes
+from .mseed import sample_rate_from_factors
 from .selectors import SelectorSet, station_pattern_matches
 
 log = logging.getLogger("seedlink_fast.session")
@@ -62,21 +63,9 @@ def record_times_us(record):
         return None
     days = (year - 1970) * 365 + (year - 1969) // 4 - (year - 1901) // 100 + (year - 1601) // 400
     start = (((days + doy - 1) * 24 + hh) * 60 + mm) * 60 * 10**6 + ss * 10**6 + frac * 100
-    rate = _rate(fact, mult)
+    rate = sample_rate_from_factors(fact, mult)
     end = start + (int(nsamp * 10**6 / rate) if rate > 0 else 0)
     return start, end
-
-
-def _rate(fact, mult):
-    if fact > 0 and mult > 0:
-        return float(fact * mult)
-    if fact > 0 > mult:
-        return -fact / mult
-    if fact < 0 < mult:
-        return -mult / fact
-    if fact < 0 and mult < 0:
-        return 1.0 / (fact * mult)
-    return 0.0
 
 
 def parse_seedlink_time(text):

@@ -62,19 +62,35 @@ def other_cpu_percent(before, after, wall_s):
     return 100.0 * used / _HZ / wall_s
 
 
+def steal_ticks():
+    """Total 'steal' clock ticks of all CPUs (time the hypervisor ran
+    something else while this VM wanted to run), or None if unknown."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError):
+        return None
+
+
 class OtherLoad:
-    """Context manager measuring other processes' CPU over its block:
-    ``with OtherLoad() as load: ...; load.percent``."""
+    """Context manager measuring, over its block, other processes' CPU
+    (``percent``) and the hypervisor's steal time (``steal_percent``), both
+    as a percentage of one CPU: ``with OtherLoad() as load: ...``."""
 
     def __enter__(self):
-        self._t0 = time.perf_counter()
+        self.percent = self.steal_percent = None
+        self._steal0 = steal_ticks()
         self._s0 = other_cpu_ticks()
-        self.percent = None
+        self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         wall = time.perf_counter() - self._t0
         self.percent = other_cpu_percent(self._s0, other_cpu_ticks(), wall)
+        steal1 = steal_ticks()
+        if self._steal0 is not None and steal1 is not None and wall > 0:
+            self.steal_percent = 100.0 * (steal1 - self._steal0) / _HZ / wall
         return False
 
 

@@ -38,7 +38,8 @@ machine noise hits all of them alike; the garbage collector stays on, but
 gc.collect() runs (untimed) before every timed call so that each starts from
 the same GC state.  Each run's minor page faults (getrusage) are recorded
 too: fresh large allocations fault their pages in, which is a large, noisy
-cost on this VM.  Ratios are speed ratios (their time /
+cost on this VM.  The hypervisor's steal time (/proc/stat) is recorded
+with the other load: on a VM it is noise the process table cannot show.  Ratios are speed ratios (their time /
 our time) computed per repetition, then reported as median [min..max].
 Before each repetition the benchmark waits (at most --max-wait s) for the
 machine to be quiet, and records the CPU time other processes used during the
@@ -503,12 +504,15 @@ def main(argv=None):
         with _util.OtherLoad() as load:
             times = run_repetition(data, refs)
         entry = {"attempt": len(reps_log) + 1, "other_cpu_pct": load.percent,
+                 "steal_pct": load.steal_percent,
                  "pre_wait_load_pct": pre_load, "waited_s": waited,
                  "quiet": load.percent <= args.max_other, "times": times}
         reps_log.append(entry)
-        print("[attempt %d] other-CPU %.1f%%%s (waited %.1f s, load before %.1f%%), elapsed %.1f s"
-              % (entry["attempt"], load.percent, "" if entry["quiet"] else " > --max-other",
-                 waited, pre_load, time.perf_counter() - t_begin), flush=True)
+        print("[attempt %d] other-CPU %.1f%%%s, steal %s (waited %.1f s, load before %.1f%%), "
+              "elapsed %.1f s" % (
+                  entry["attempt"], load.percent, "" if entry["quiet"] else " > --max-other",
+                  "?" if load.steal_percent is None else "%.1f%%" % load.steal_percent,
+                  waited, pre_load, time.perf_counter() - t_begin), flush=True)
     ranked = sorted(reps_log, key=lambda e: (not e["quiet"], e["other_cpu_pct"]))
     kept = sorted(ranked[:reps], key=lambda e: e["attempt"])
     for e in reps_log:
@@ -529,6 +533,10 @@ def main(argv=None):
         print()
     print("== other processes' CPU during kept repetitions (%% of one CPU): %s" % (
         ", ".join("%.1f" % v for v in loads)))
+    steals = [e["steal_pct"] for e in kept if e["steal_pct"] is not None]
+    if steals:
+        print("== hypervisor steal time during kept repetitions (%% of one CPU): %s" % (
+            ", ".join("%.1f" % v for v in steals)))
     print()
     print("== TARGETS (median speed ratio over repetitions)")
     for t in targets:

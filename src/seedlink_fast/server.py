@@ -229,8 +229,44 @@ class Server:
     def cat_response(self, ip):
         return infodoc.cat_response([s for s in self.stations if s.access.allows(ip)])
 
+    def capability_config(self):
+        g = self.config.globals
+        return infodoc.CapabilityConfig(
+            info=g.info, info_trusted=g.info_trusted, window_extraction=g.window_extraction,
+            window_extraction_trusted=g.window_extraction_trusted, websocket=False,
+            websocket_trusted=False)
+
     def info_response(self, level, client):
-        return infodoc.info_response(self, level, client)
+        """The SLINFO packets answering INFO level for a client."""
+        ctx = infodoc.InfoContext(
+            server=infodoc.ServerInfo(SOFTWARE, self.organization, self.started_us),
+            stations=[self._info_station(st) for st in self.stations],
+            capabilities=self.capability_config())
+        who = ctx.capabilities.client(client.trusted, client.peer[0])
+        return b"".join(infodoc.info_response(level, ctx, who, now_us=int(time.time() * 1e6)))
+
+    def _info_station(self, st):
+        nxt = st.next_position
+        return infodoc.InfoStation(
+            name=st.name, network=st.network, description=st.description,
+            begin_seq=st.oldest_position % SEQ_MOD, end_seq=nxt % SEQ_MOD,
+            stream_check=st.config.stream_check,
+            streams=st.buffer.streams if st.config.stream_check else (),
+            connections=[self._info_connection(c, c.subs[st.key]) for c in self.clients
+                         if st.key in c.subs],
+            access=st.access.allows)
+
+    @staticmethod
+    def _info_connection(client, sub):
+        window = None
+        if sub.window_begin is not None:
+            window = (sub.window_begin, sub.window_end)
+        current = None if sub.cursor is None else sub.cursor % SEQ_MOD
+        return infodoc.InfoConnection(
+            host=client.peer[0], port=client.peer[1], ctime_us=client.ctime_us,
+            begin_seq=sub.begin_seq, current_seq=current, sequence_gaps=sub.sequence_gaps,
+            txcount=sub.txcount, begin_seq_valid=sub.begin_seq_valid, realtime=sub.realtime,
+            end_of_data=sub.end_of_data, window=window, selectors=sub.selectors)
 
     # -- ingest ------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import struct
 
 RECORD_SIZE = 512
 TYPES = "DECTLO"            # SeisComP's order, also the INFO sort order
-MAX_HEADER_SIZE = 128       # libslink: blockettes must start within this
+MAX_HEADER_SIZE = 512       # SeisComP: blockettes must start within the record
 
 _U16 = struct.Struct(">H")
 _I16 = struct.Struct(">h")

@@ -249,7 +249,7 @@ class Server:
         nxt = st.next_position
         return infodoc.InfoStation(
             name=st.name, network=st.network, description=st.description,
-            begin_seq=st.oldest_position % SEQ_MOD, end_seq=nxt % SEQ_MOD,
+            begin_seq=st.buffer.begin_seq, end_seq=nxt % SEQ_MOD,
             stream_check=st.config.stream_check,
             streams=st.buffer.streams if st.config.stream_check else (),
             connections=[self._info_connection(c, c.subs[st.key]) for c in self.clients
@@ -305,8 +305,6 @@ class Server:
         self.lock_fd = fd
 
     async def start(self):
-        from .plugins import PluginProcess
-
         self._lock()
         for st in self.stations:
             st.open()
@@ -315,28 +313,34 @@ class Server:
                                                self.port, reuse_address=True, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
         for pconf in self.config.plugins:
-            engine = self.processor.new_engine(pconf)
-            holder = {}
-
-            def on_data(data, engine=engine, holder=holder, name=pconf.name):
-                if holder.get("dead"):
-                    return
-                error = self.ingest(engine, data)
-                if error is not None:
-                    holder["dead"] = True
-                    log.error("%s: %s", name, error)
-                    holder["plugin"].protocol_error(str(error))
-
-            plugin = PluginProcess(pconf, on_data)
-            holder["plugin"] = plugin
-            plugin.on_start = lambda holder=holder, pconf=pconf: self._plugin_started(holder, pconf)
-            self.plugins.append(plugin)
+            self.plugins.append(self._make_plugin(pconf))
+        for plugin in self.plugins:
             await plugin.start()
         log.info("%s started, listening on %s:%d", SOFTWARE, self.bind, self.port)
 
-    def _plugin_started(self, holder, pconf):
-        # a restarted plugin gets a fresh packet engine
-        holder["dead"] = False
+    def _make_plugin(self, pconf):
+        """A supervised plugin whose bytes run through its own packet engine;
+        every (re)start gets a fresh engine, so a partial packet or a protocol
+        error of one run never leaks into the next."""
+        from .plugins import PluginProcess
+
+        state = {"engine": None, "dead": False}
+
+        def on_start():
+            state["engine"] = self.processor.new_engine(pconf)
+            state["dead"] = False
+
+        def on_data(data):
+            if state["dead"] or state["engine"] is None:
+                return
+            error = self.ingest(state["engine"], data)
+            if error is not None:
+                state["dead"] = True
+                log.error("%s: %s", pconf.name, error)
+                plugin.protocol_error(str(error))
+
+        plugin = PluginProcess(pconf, on_data, on_start=on_start)
+        return plugin
 
     def install_signal_handlers(self):
         loop = asyncio.get_running_loop()
@@ -357,8 +361,8 @@ class Server:
 
     async def stop(self):
         log.info("shutting down")
-        for plugin in self.plugins:
-            await plugin.stop()
+        # all plugins get SIGTERM at once, as in SeisComP
+        await asyncio.gather(*(plugin.stop() for plugin in self.plugins))
         self.processor.shutdown()
         self.store_pending()
         if self.server is not None:

@@ -108,6 +108,7 @@ class SubSession:
         self.window_begin = None    # us
         self.window_end = None
         self.end_of_data = False
+        self.wait_new = False       # FETCH without a start: wait for a new record first
         self.open_streams = set()   # streams seen in a window that have not ended
         self.closed_streams = set()
 
@@ -301,8 +302,8 @@ class SeedLinkProtocol(asyncio.Protocol):
             self._reply(False, "ARGUMENTS", "HELLO takes no arguments")
             return False
         sub = self._station_scoped()
-        if sub is None and self.multi:
-            self._reply(False, "ARGUMENTS", "no station selected")
+        if self.station_failed:
+            self._reply(False, "ARGUMENTS", "the last STATION failed")
             return False
         first = SOFTWARE
         if self.server.hello_capabilities:
@@ -426,6 +427,7 @@ class SeedLinkProtocol(asyncio.Protocol):
             sub.cursor = position
             sub.begin_seq = position % SEQ_MOD
             sub.active = True
+            sub.wait_new = seq is None and window is None
         return True, "", ""
 
     def _start_command(self, args, realtime):
@@ -550,17 +552,23 @@ class SeedLinkProtocol(asyncio.Protocol):
                 sub.sequence_gaps += 1
                 sub.cursor = station.oldest_position
             if sub.cursor >= station.next_position:
-                if not sub.realtime:
+                if not sub.realtime and not sub.wait_new:
                     sub.active = False       # dial-up: caught up
                     sub.end_of_data = True
                 break
             packets = station.framed_range(sub.cursor, limit - len(out))
             if not packets:
-                sub.cursor = station.oldest_position
+                # a hole on disk: continue at the next readable record
+                resumed = station.buffer.resume_position(sub.cursor)
+                if resumed <= sub.cursor or resumed >= station.next_position:
+                    sub.cursor = max(resumed, sub.cursor)
+                    break
+                sub.cursor = resumed
                 continue
+            sub.wait_new = False
             for packet in packets:
                 sub.cursor += 1
-                if sub.accepts(memoryview(packet)[8:]):
+                if sub.accepts(packet[8:]):
                     out.append(packet)
                     sub.txcount += 1
                 if sub.end_of_data:

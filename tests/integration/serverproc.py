@@ -154,7 +154,11 @@ plugin test cmd = "cat %(input)s >&63; exec sleep 3600 #"
              shutdown_wait = 5
 
 station .dummy access = 0.0.0.0 description = "Test Org"
-station XX.TEST description = "Test station" name = "TEST" network = "XX" proc = "stream100"
+
+station XX.TEST description = "Test station"
+             name = "TEST"
+             network = "XX"
+             proc = "stream100"
 """ % dict(filebase=tmp_path / "buffer", port=port, streams=streams, input=plugin_input,
            filters=SHARED / "reference" / "seiscomp-filters.fir", extra=extra))
     return ini

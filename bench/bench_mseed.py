@@ -72,9 +72,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 try:
-    import seedlink_fast  # noqa: F401
+    import seedlink_fast
 except ImportError:                        # run without PYTHONPATH=src
     sys.path.insert(0, os.path.join(REPO, "src"))
+    import seedlink_fast
 
 import _util  # noqa: E402
 from seedlink_fast import mseed  # noqa: E402
@@ -89,13 +90,13 @@ START_ISO = "2024-01-01T00:00:00.000000Z"
 START_NS = 1_704_067_200 * 1_000_000_000
 FEED_CHUNK = 4096
 
-# data set: (generator, sample rate, full size, --quick size, seed)
+# per data set: sizes (full, --quick), sample rate, RNG seed
 FULL_SIZES = {"bb100": 10_000_000, "hr4000": 10_000_000, "worst": 4_000_000}
 QUICK_SIZES = {"bb100": 1_000_000, "hr4000": 1_000_000, "worst": 400_000}
 RATES = {"bb100": 100.0, "hr4000": 4000.0, "worst": 100.0}
 SEEDS = {"bb100": 1, "hr4000": 2, "worst": 3}
 
-# (data set, method, reference, minimum median speed ratio)
+# (kind, data set, our method, reference, minimum median speed ratio)
 TARGETS = [
     ("encode", "bb100", "pack", "libmseed", 2.0),
     ("encode", "hr4000", "pack", "libmseed", 1.3),
@@ -460,7 +461,7 @@ def main(argv=None):
         "pymseed": pymseed.__version__,
         "libmseed(pymseed)": pymseed.libmseed_version,
         "obspy": obspy.__version__,
-        "seedlink_fast": getattr(seedlink_fast_module(), "__version__", "?"),
+        "seedlink_fast": getattr(seedlink_fast, "__version__", "?"),
         "seedlink_fast_ext": mseed_kernel.__file__,
     })
     params = {"quick": args.quick, "reps": reps, "sizes": sizes, "rates": RATES, "seeds": SEEDS,
@@ -595,11 +596,6 @@ def main(argv=None):
             json.dump(doc, f, indent=1)
         print("wrote %s" % args.json)
     return 0 if all_ok else 1
-
-
-def seedlink_fast_module():
-    import seedlink_fast
-    return seedlink_fast
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memcpy
 from libc.stdint cimport int8_t
+from libc.string cimport memcmp
+from cpython.object cimport PyObject
 
 import numpy as np
 cimport numpy as cnp
@@ -90,6 +92,21 @@ ctypedef struct node_t:
     steim_rec_t *rinfo
     Py_ssize_t rcap
     Py_ssize_t nrec
+
+
+ctypedef struct input_slot_t:
+    char key[20]            # station[10] + channel[10] as they come on the wire
+    PyObject *tree          # borrowed: PacketEngine.inputs holds the reference
+    int used
+
+
+cdef inline uint32_t _key_hash(const uint8_t *key) noexcept nogil:
+    # FNV-1a over the 20 key bytes
+    cdef uint32_t h = 2166136261u
+    cdef int i
+    for i in range(20):
+        h = (h ^ key[i]) * 16777619u
+    return h
 
 
 ctypedef struct pending_t:
@@ -370,13 +387,14 @@ cdef class TreeInput:
                 pend = <int>fir_stage_pending(nd.fir)
                 nout = fir_stage_max_out(nd.fir, par.nout)
                 _reserve_node(nd, nout)
-                with nogil:
-                    nout = fir_stage_process(nd.fir, par.out, par.nout, nd.dbuf, nd.cap)
-                    # output k completes when parent output L-1-pend+k*D arrives
-                    first = L - 1 - pend
-                    for k in range(nout):
-                        nd.ibuf[k] = sl_trunc_i32(nd.dbuf[k])
-                        nd.pos[k] = par.opos[first + k * D]
+                # (the GIL is kept: chunks are small and one thread runs the
+                # loop; releasing it per stage cost more than the stage)
+                nout = fir_stage_process(nd.fir, par.out, par.nout, nd.dbuf, nd.cap)
+                # output k completes when parent output L-1-pend+k*D arrives
+                first = L - 1 - pend
+                for k in range(nout):
+                    nd.ibuf[k] = sl_trunc_i32(nd.dbuf[k])
+                    nd.pos[k] = par.opos[first + k * D]
                 if nout < 0:
                     raise MemoryError("FIR stage failed (%d)" % nout)
                 nd.out = nd.dbuf
@@ -389,8 +407,7 @@ cdef class TreeInput:
             if nd.enc is not NULL and nd.nout > 0:
                 _reserve_records(nd, steim_max_records(7, nd.nout))
                 first = nd.enc.nstored
-                with nogil:
-                    nd.nrec = steim_enc_push(nd.enc, nd.iout, nd.nout, nd.rdata, nd.rinfo)
+                nd.nrec = steim_enc_push(nd.enc, nd.iout, nd.nout, nd.rdata, nd.rinfo)
                 for k in range(nd.nrec):
                     # chunk position of the sample that completed the record
                     nd.rinfo[k].done_index = nd.opos[nd.rinfo[k].done_index - first]
@@ -560,11 +577,21 @@ cdef class PacketEngine:
     cdef object resolve
     cdef object station_of
     cdef dict inputs                    # 20-byte station+channel key -> TreeInput | None
+    cdef input_slot_t *slots            # open-addressing cache of `inputs`, in C
+    cdef Py_ssize_t nslots, nused
     cdef dict stations                  # 10-byte station key -> StationOutput | None
     cdef bytes leftover
     cdef readonly object error          # the PluginProtocolError that ended the stream
     cdef readonly int64_t packets       # packets handled
     cdef readonly int64_t samples       # raw samples handled
+
+    def __cinit__(self):
+        self.slots = NULL
+        self.nslots = 0
+        self.nused = 0
+
+    def __dealloc__(self):
+        free(self.slots)
 
     def __init__(self, resolve, station):
         self.resolve = resolve
@@ -591,7 +618,48 @@ cdef class PacketEngine:
             tree = self.resolve(key[:10].split(b"\0", 1)[0].decode("latin-1"),
                                 key[10:].split(b"\0", 1)[0].decode("latin-1"))
             self.inputs[key] = tree
+            self._cache(key, tree)
             return tree
+
+    cdef PyObject *_lookup(self, const uint8_t *key) noexcept:
+        # the cached object for a raw key, NULL when not cached yet
+        cdef Py_ssize_t i
+        if self.nslots == 0:
+            return NULL
+        i = _key_hash(key) & (self.nslots - 1)
+        while self.slots[i].used:
+            if memcmp(self.slots[i].key, key, 20) == 0:
+                return self.slots[i].tree
+            i = (i + 1) & (self.nslots - 1)
+        return NULL
+
+    cdef int _cache(self, bytes key, object tree) except -1:
+        cdef Py_ssize_t i, n, old_n = self.nslots
+        cdef input_slot_t *old = self.slots
+        if 2 * (self.nused + 1) > self.nslots:
+            # grow (and rehash) at half full
+            n = max(64, 2 * old_n)
+            self.slots = <input_slot_t *>calloc(n, sizeof(input_slot_t))
+            if self.slots is NULL:
+                self.slots = old
+                raise MemoryError()
+            self.nslots = n
+            self.nused = 0
+            for i in range(old_n):
+                if old[i].used:
+                    self._insert(<const uint8_t *>old[i].key, old[i].tree)
+            free(old)
+        self._insert(<const uint8_t *>PyBytes_AS_STRING(key), <PyObject *>tree)
+        return 0
+
+    cdef void _insert(self, const uint8_t *key, PyObject *tree) noexcept:
+        cdef Py_ssize_t i = _key_hash(key) & (self.nslots - 1)
+        while self.slots[i].used:
+            i = (i + 1) & (self.nslots - 1)
+        memcpy(self.slots[i].key, key, 20)
+        self.slots[i].tree = tree
+        self.slots[i].used = 1
+        self.nused += 1
 
     def feed(self, data):
         """Handle every complete packet in data (plus what an earlier call
@@ -635,7 +703,11 @@ cdef class PacketEngine:
             if n - off < PLUGIN_HEADER + payload:
                 break
             if ptype == PT_RAW_TIME or ptype == PT_RAW or ptype == PT_GAP or ptype == PT_FLUSH:
-                obj = self._input(buf[off + 4:off + 24])
+                cached = self._lookup(base + off + 4)
+                if cached is not NULL:
+                    obj = <object>cached
+                else:
+                    obj = self._input(buf[off + 4:off + 24])
                 if obj is not None:
                     tree = <TreeInput>obj
                     if ptype == PT_RAW_TIME:

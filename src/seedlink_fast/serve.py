@@ -49,6 +49,15 @@ def add_subparser(sub):
                    help="listen address (default: 0.0.0.0 with -f, else 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default: from the ini)")
     p.add_argument("--filebase", default=None, help="buffer directory (overrides the ini)")
+    p.add_argument("--idle-timeout", type=float, default=3600, metavar="S",
+                   help="close clients that neither send a command nor stream for S "
+                        "seconds (0 = never; SeisComP never does); default 3600")
+    p.add_argument("--line-timeout", type=float, default=60, metavar="S",
+                   help="close clients whose command line stays incomplete for S seconds "
+                        "(slow-loris protection, 0 = off); default 60")
+    p.add_argument("--max-bad-commands", type=int, default=100, metavar="N",
+                   help="close clients after N consecutive invalid commands (0 = off); "
+                        "default 100")
     p.add_argument("--no-shutdown-flush", action="store_true",
                    help="drop partial records at shutdown, as SeisComP does")
     p.set_defaults(func=run)
@@ -78,7 +87,11 @@ def run(args):
         import uvloop
     except ImportError:
         uvloop = None
-    server = Server(config, bind=bind, port=args.port, filebase=args.filebase,
+    from .session import SessionLimits
+
+    limits = SessionLimits(idle_timeout=args.idle_timeout, line_timeout=args.line_timeout,
+                           max_bad_commands=args.max_bad_commands)
+    server = Server(config, bind=bind, port=args.port, filebase=args.filebase, limits=limits,
                     flush_on_shutdown=not args.no_shutdown_flush)
 
     async def main():

@@ -131,6 +131,7 @@ class Server:
         self.network = g.network
         self.request_log = g.request_log
         self.seq_gap_limit = g.seq_gap_limit
+        self.bytespersec = g.bytespersec
         self.limits = limits or SessionLimits()
         self.hello_capabilities = hello_capabilities
         self.trusted = IPACL(g.trusted)
@@ -149,6 +150,7 @@ class Server:
         self.server = None
         self.lock_fd = None
         self._stopping = None
+        self._housekeeping = None
 
     # -- policy ----------------------------------------------------------------------
 
@@ -305,6 +307,7 @@ class Server:
         self.lock_fd = fd
 
     async def start(self):
+        os.makedirs(self.filebase, exist_ok=True)
         self._lock()
         for st in self.stations:
             st.open()
@@ -312,11 +315,32 @@ class Server:
         self.server = await loop.create_server(lambda: SeedLinkProtocol(self), self.bind,
                                                self.port, reuse_address=True, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
+        self._housekeeping = loop.call_later(1.0, self._check_clients)
         for pconf in self.config.plugins:
             self.plugins.append(self._make_plugin(pconf))
         for plugin in self.plugins:
             await plugin.start()
         log.info("%s started, listening on %s:%d", SOFTWARE, self.bind, self.port)
+
+    def _check_clients(self):
+        """Once a second: close clients stuck in an incomplete command line
+        (slow loris) or idle without streaming for too long."""
+        now = time.monotonic()
+        limits = self.limits
+        for client in list(self.clients):
+            if client.closed or client.transport is None:
+                continue
+            if limits.line_timeout and client.partial_since is not None and \
+                    now - client.partial_since > limits.line_timeout:
+                log.info("%s:%d : incomplete command for %d s, closing", client.peer[0],
+                         client.peer[1], limits.line_timeout)
+                client.transport.close()
+            elif limits.idle_timeout and not client.streaming and \
+                    now - client.last_activity > limits.idle_timeout:
+                log.info("%s:%d : idle for %d s, closing", client.peer[0], client.peer[1],
+                         limits.idle_timeout)
+                client.transport.close()
+        self._housekeeping = asyncio.get_running_loop().call_later(1.0, self._check_clients)
 
     def _make_plugin(self, pconf):
         """A supervised plugin whose bytes run through its own packet engine;
@@ -365,6 +389,8 @@ class Server:
         await asyncio.gather(*(plugin.stop() for plugin in self.plugins))
         self.processor.shutdown()
         self.store_pending()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         if self.server is not None:
             self.server.close()
         for client in list(self.clients):

@@ -522,6 +522,10 @@ class SeedLinkProtocol(asyncio.Protocol):
         self.pump_scheduled = False
         if self.closed or not self.streaming:
             return
+        throttle = self.server.bytespersec
+        if throttle:
+            self._pump_throttled(throttle)
+            return
         budget = 8                       # batches per turn, then yield to other clients
         while budget and not self.paused and not self.closed:
             budget -= 1
@@ -539,6 +543,19 @@ class SeedLinkProtocol(asyncio.Protocol):
         else:
             if not self.paused and not self.closed:
                 self.wake()
+                return
+        self._check_end()
+
+    def _pump_throttled(self, bytespersec):
+        # SeisComP's bytespersec: one 520-byte packet per 520/bytespersec s
+        if self.paused or self.closed:
+            return
+        for sub in [s for s in self.subs.values() if s.active]:
+            packets = self._collect(sub, 1)
+            if packets:
+                self._write(packets[0])
+                self.pump_scheduled = True
+                asyncio.get_running_loop().call_later(520.0 / bytespersec, self._pump)
                 return
         self._check_end()
 

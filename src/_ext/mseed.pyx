@@ -8,6 +8,7 @@ include "_steim_core.pxi"
 include "_mseed_core.pxi"
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytearray cimport PyByteArray_Resize, PyByteArray_AS_STRING
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
 from libc.stdint cimport int8_t
@@ -26,6 +27,23 @@ ENCODING_STEIM1 = 10
 ENCODING_STEIM2 = 11
 
 
+cdef extern from *:
+    """
+    /* anchor + offset samples at num/den Hz, in ns, exact (128-bit) */
+    static inline int64_t sl_time_of(int64_t anchor_ns, int64_t offset, int num, int den) {
+        __int128 t = (__int128)offset * 1000000000 * den;
+        __int128 q = t / num;
+        if ((t % num != 0) && (t < 0)) q -= 1;     /* floor */
+        return anchor_ns + (int64_t)q;
+    }
+    """
+    int64_t sl_time_of(int64_t anchor_ns, int64_t offset, int num, int den) noexcept nogil
+
+
+cdef enum:
+    FEED_SLICE = 65536          # samples encoded per scratch refill
+
+
 cdef class RecordPacker:
     """Streaming Steim packer: feed int32 chunks, get finished records.
 
@@ -39,7 +57,7 @@ cdef class RecordPacker:
     cdef readonly int sequence_number    # next record's sequence number (mod 10**6)
     cdef readonly int rate_num           # sample rate num/den Hz
     cdef readonly int rate_den
-    cdef object anchor_ns                # time of stream sample anchor_index (int ns)
+    cdef int64_t anchor_ns               # time of stream sample anchor_index (ns)
     cdef int64_t anchor_index
     cdef uint8_t *scratch
     cdef steim_rec_t *infos
@@ -106,38 +124,65 @@ cdef class RecordPacker:
         self.scratch_records = nrec
         return 0
 
-    cdef object _time_of(self, int64_t index):
-        # int ns of stream sample `index`, exact rational arithmetic (once per record)
-        return self.anchor_ns + (index - self.anchor_index) * 1000000000 * self.rate_den // self.rate_num
+    cdef inline int64_t _time_of(self, int64_t index) noexcept nogil:
+        # ns of stream sample `index`: exact rational arithmetic in 128 bits
+        return sl_time_of(self.anchor_ns, index - self.anchor_index, self.rate_num, self.rate_den)
 
     cdef list _emit(self, Py_ssize_t nrec):
         cdef list records = []
         cdef Py_ssize_t r
-        cdef int datalen = self.enc.nframes * 64
         cdef bytes rec
-        cdef uint8_t *p
-        cdef object start_ns
         for r in range(nrec):
             rec = PyBytes_FromStringAndSize(NULL, self.record_length)
-            p = <uint8_t *>PyBytes_AS_STRING(rec)
-            memset(p, 0, MSEED_DATA_OFFSET)
-            memcpy(p + MSEED_DATA_OFFSET, self.scratch + r * datalen, datalen)
-            start_ns = self._time_of(self.infos[r].first_index)
-            mseed_write_header(p, &self.hdr, self.sequence_number, start_ns // 1000,
-                               self.infos[r].nsamples, self.infos[r].nframes)
-            self.sequence_number = (self.sequence_number + 1) % 1000000
+            self._emit_one(r, <uint8_t *>PyBytes_AS_STRING(rec))
             records.append(rec)
         return records
 
+    cdef void _emit_one(self, Py_ssize_t r, uint8_t *p) noexcept nogil:
+        cdef int datalen = self.enc.nframes * 64
+        memset(p, 0, MSEED_DATA_OFFSET)
+        memcpy(p + MSEED_DATA_OFFSET, self.scratch + r * datalen, datalen)
+        mseed_write_header(p, &self.hdr, self.sequence_number,
+                           _floordiv(self._time_of(self.infos[r].first_index), 1000),
+                           self.infos[r].nsamples, self.infos[r].nframes)
+        self.sequence_number = (self.sequence_number + 1) % 1000000
+
     def feed(self, const int32_t[::1] samples):
         """Add samples; return the list of records completed (bytes each)."""
-        cdef Py_ssize_t n = samples.shape[0], nrec
-        if n == 0:
-            return []
-        self._reserve(steim_max_records(self.enc.nframes, n))
-        with nogil:
-            nrec = steim_enc_push(self.enc, &samples[0], n, self.scratch, self.infos)
-        return self._emit(nrec)
+        cdef Py_ssize_t n = samples.shape[0], done = 0, step, nrec
+        cdef list out = []
+        while done < n:
+            # bounded slices keep the scratch area small and cache-hot
+            step = min(n - done, FEED_SLICE)
+            self._reserve(steim_max_records(self.enc.nframes, step))
+            nrec = steim_enc_push(self.enc, &samples[done], step, self.scratch, self.infos)
+            out.extend(self._emit(nrec))
+            done += step
+        return out
+
+    def feed_joined(self, const int32_t[::1] samples, bint flush=False):
+        """Like feed() (then flush() when asked) but returns the records
+        concatenated in one bytes object, without a bytes object per record."""
+        cdef Py_ssize_t n = samples.shape[0], done = 0, step, nrec, used = 0, r
+        cdef bytearray out = bytearray()
+        cdef uint8_t *dst
+        while done < n or flush:
+            if done < n:
+                step = min(n - done, FEED_SLICE)
+                self._reserve(steim_max_records(self.enc.nframes, step))
+                nrec = steim_enc_push(self.enc, &samples[done], step, self.scratch, self.infos)
+                done += step
+            else:
+                self._reserve(3)
+                nrec = steim_enc_flush(self.enc, self.scratch, self.infos)
+                flush = False
+            if nrec:
+                PyByteArray_Resize(out, used + nrec * self.record_length)
+                dst = <uint8_t *>PyByteArray_AS_STRING(out) + used
+                for r in range(nrec):
+                    self._emit_one(r, dst + r * self.record_length)
+                used += nrec * self.record_length
+        return bytes(out)
 
     def flush(self):
         """Close the open record (partial, unused frames zero); return the
@@ -147,8 +192,9 @@ cdef class RecordPacker:
         return self._emit(nrec)
 
     def set_time(self, starttime_ns):
-        """Set the time (int ns) of the next sample to be fed.  Records already
-        open keep their start time, as in SeisComP."""
+        """Set the time (int ns) of the next sample to be fed.  Records that
+        finish later are stamped from this anchor (an open record's start
+        is extrapolated back from it)."""
         self.anchor_ns = int(starttime_ns)
         self.anchor_index = self.enc.nstored
 
@@ -359,3 +405,111 @@ def write_header(bytearray record, str network, str station, str location, str c
     cdef uint8_t *p = <uint8_t *>(<char *>record)
     memset(p, 0, MSEED_DATA_OFFSET)
     mseed_write_header(p, &h, sequence_number, start_us, nsamples, nframes)
+
+
+def decode_buffer(const uint8_t[::1] buf, int default_reclen=512):
+    """Bulk decode: every record's samples into one contiguous int32 array.
+
+    Returns (offsets, reclens, starts, samples, status): per record its byte
+    offset and length, starts[i]:starts[i+1] its slice of `samples`
+    (integer and Steim encodings only; other records get an empty slice),
+    and status[i] = 0 for decoded, 1 for not decodable here (float, ASCII,
+    unknown encoding: use parse_records), or a negative STEIM_ERR_* /
+    -10 (data too short) for a corrupt record.  Raises ValueError when the
+    buffer does not split into records.
+    """
+    cdef Py_ssize_t n = buf.shape[0], off = 0, nrec = 0, i, total = 0
+    cdef const uint8_t *p
+    cdef int swap, reclen, bpos, guard, enc, order, begin, nsamp, year, doy, nxt
+    cdef list offs = [], lens = [], counts = [], encs = [], orders = [], begins = []
+    # pass 1: headers (record lengths, sample counts, encodings)
+    while off < n:
+        if n - off < 48:
+            raise ValueError("trailing %d bytes at offset %d are not a record" % (n - off, off))
+        p = &buf[off]
+        swap = 0
+        year = _u16(p + 20, 0)
+        doy = _u16(p + 22, 0)
+        if not (1900 <= year <= 2500 and 1 <= doy <= 366):
+            swap = 1
+        nsamp = _u16(p + 30, swap)
+        begin = _u16(p + 44, swap)
+        bpos = _u16(p + 46, swap)
+        reclen = 0
+        enc = -1
+        order = 1
+        guard = 0
+        while bpos and guard < 16 and bpos + 8 <= n - off:
+            if _u16(p + bpos, swap) == 1000:
+                enc = p[bpos + 4]
+                order = p[bpos + 5]
+                reclen = (1 << p[bpos + 6]) if p[bpos + 6] < 31 else 0
+            nxt = _u16(p + bpos + 2, swap)
+            if nxt != 0 and nxt <= bpos:
+                break
+            bpos = nxt
+            guard += 1
+        if reclen == 0:
+            reclen = default_reclen
+        if reclen < 64 or off + reclen > n:
+            raise ValueError("record at offset %d: length %d runs past the end of the data (%d bytes)"
+                             % (off, reclen, n - off))
+        offs.append(off)
+        lens.append(reclen)
+        encs.append(enc)
+        orders.append(order)
+        begins.append(begin)
+        if enc not in (1, 3, 10, 11):
+            nsamp = 0
+        counts.append(nsamp)
+        total += nsamp
+        off += reclen
+        nrec += 1
+    cdef cnp.ndarray samples = np.empty(total, dtype=np.int32)
+    cdef cnp.ndarray starts = np.empty(nrec + 1, dtype=np.int64)
+    cdef cnp.ndarray status = np.zeros(nrec, dtype=np.int8)
+    cdef int32_t *out = <int32_t *>cnp.PyArray_DATA(samples)
+    cdef int64_t *st = <int64_t *>cnp.PyArray_DATA(starts)
+    cdef int8_t *stat = <int8_t *>cnp.PyArray_DATA(status)
+    cdef Py_ssize_t pos = 0, got, k
+    cdef int datalen, big
+    cdef const uint8_t *d
+    # pass 2: samples, straight into the shared array
+    for i in range(nrec):
+        st[i] = pos
+        enc = encs[i]
+        nsamp = counts[i]
+        off = offs[i]
+        begin = begins[i]
+        reclen = lens[i]
+        big = orders[i] == 1
+        if enc not in (1, 3, 10, 11):
+            stat[i] = 1
+            continue
+        if nsamp == 0:
+            continue
+        if not (0 < begin < reclen):
+            stat[i] = -10
+            continue
+        d = &buf[off + begin]
+        datalen = reclen - begin
+        if enc == 10 or enc == 11:
+            got = steim_decode(d, datalen // 64, 1 if enc == 10 else 2, nsamp, out + pos, big)
+            if got < 0:
+                stat[i] = <int8_t>got
+        elif enc == 3:
+            if nsamp * 4 > datalen:
+                stat[i] = -10
+            else:
+                for k in range(nsamp):
+                    out[pos + k] = <int32_t>_load_be(d + 4 * k, big)
+        else:
+            if nsamp * 2 > datalen:
+                stat[i] = -10
+            else:
+                for k in range(nsamp):
+                    out[pos + k] = <int16_t>_u16(d + 2 * k, 0 if big else 1)
+        pos += nsamp
+    st[nrec] = pos
+    return (np.array(offs, dtype=np.int64), np.array(lens, dtype=np.int32), starts, samples,
+            status)

@@ -85,6 +85,11 @@ class RecordPacker(_kernel.RecordPacker):
         """Add samples (any int32 array-like); return finished records."""
         return super().feed(np.ascontiguousarray(samples, dtype=np.int32))
 
+    def feed_joined(self, samples, flush=False):
+        """Like ``feed`` (then ``flush`` if asked), returning the records
+        concatenated in one ``bytes``."""
+        return super().feed_joined(np.ascontiguousarray(samples, dtype=np.int32), flush)
+
 
 def pack(samples, *, network, station, location, channel, starttime_ns, sample_rate,
          encoding="steim2", record_length=512, timing_quality=None):
@@ -107,28 +112,90 @@ def pack(samples, *, network, station, location, channel, starttime_ns, sample_r
     packer = RecordPacker(network, station, location, channel, sample_rate,
                           encoding=encoding, record_length=record_length,
                           timing_quality=timing_quality, starttime_ns=starttime_ns)
-    records = packer.feed(np.ascontiguousarray(array.ravel()))
-    records += packer.flush()
-    return b"".join(records)
+    return packer.feed_joined(np.ascontiguousarray(array.ravel()), flush=True)
 
 
 class Record:
     """One parsed miniSEED 2 record.
 
+    Header fields are read from the record bytes when first asked for, so
+    ``unpack`` of a large buffer costs little more than decoding its samples.
+
     ``starttime_ns`` is the header time plus blockette 1001's microseconds;
     the header's time correction is *not* applied (it is in
     ``time_correction``, 0.0001 s units), as SeedLink servers report times.
-    ``samples`` is an int32 array for integer and Steim encodings, a float
+    ``samples`` is an int32 array for integer and Steim encodings (a view
+    into one array shared by all records of an ``unpack`` call), a float
     array for float encodings, ``None`` when not decoded; ``text`` holds an
     ASCII record's bytes.
     """
 
-    __slots__ = ("network", "station", "location", "channel", "starttime_ns",
-                 "sample_rate", "encoding", "sequence_number", "timing_quality",
-                 "samples", "num_samples", "record_length", "quality",
-                 "time_correction", "microsecond", "frames", "flags",
-                 "sample_rate_factor", "sample_rate_multiplier", "word_order",
-                 "text", "offset")
+    __slots__ = ("_buf", "offset", "record_length", "_array", "_first", "_last", "_status",
+                 "_fields")
+
+    _NAMES = ("offset", "record_length", "_seq", "quality", "_net", "_sta", "_loc", "_cha",
+              "_start_us", "num_samples", "sample_rate_factor", "sample_rate_multiplier",
+              "encoding", "word_order", "_tq", "microsecond", "_frames", "time_correction",
+              "flags", "_rate_b100", "_samples", "text")
+
+    def _get(self, name):
+        if self._fields is None:
+            raw = self._buf[self.offset:self.offset + self.record_length]
+            self._fields = _kernel.parse_records(raw, self.record_length,
+                                                 self._status == 1)[0]
+        return self._fields[self._NAMES.index(name)]
+
+    def _str(self, name):
+        return self._get(name).decode("ascii", "replace").strip()
+
+    network = property(lambda self: self._str("_net"))
+    station = property(lambda self: self._str("_sta"))
+    location = property(lambda self: self._str("_loc"))
+    channel = property(lambda self: self._str("_cha"))
+    quality = property(lambda self: self._get("quality"))
+    num_samples = property(lambda self: self._get("num_samples"))
+    sample_rate_factor = property(lambda self: self._get("sample_rate_factor"))
+    sample_rate_multiplier = property(lambda self: self._get("sample_rate_multiplier"))
+    encoding = property(lambda self: self._get("encoding"))
+    word_order = property(lambda self: self._get("word_order"))
+    microsecond = property(lambda self: self._get("microsecond"))
+    time_correction = property(lambda self: self._get("time_correction"))
+    flags = property(lambda self: self._get("flags"))
+    text = property(lambda self: self._get("text"))
+
+    @property
+    def sequence_number(self):
+        seq = self._get("_seq")
+        return int(seq) if seq.isdigit() else -1
+
+    @property
+    def starttime_ns(self):
+        return self._get("_start_us") * 1000
+
+    @property
+    def sample_rate(self):
+        rate = self._get("_rate_b100")
+        return rate if rate else sample_rate_from_factors(self.sample_rate_factor,
+                                                          self.sample_rate_multiplier)
+
+    @property
+    def timing_quality(self):
+        tq = self._get("_tq")
+        return tq if tq >= 0 else None
+
+    @property
+    def frames(self):
+        frames = self._get("_frames")
+        return frames if frames >= 0 else None
+
+    @property
+    def samples(self):
+        if self._status == 0:
+            return self._array[self._first:self._last]
+        if self._status == 1:
+            values = self._get("_samples")
+            return None if isinstance(values, str) else values
+        return None
 
     def __repr__(self):
         return "<Record %s %s.%s.%s.%s %d samples @ %g Hz seq %06d>" % (
@@ -146,6 +213,12 @@ class Record:
         if not self.sample_rate or self.num_samples == 0:
             return self.starttime_ns
         return self.starttime_ns + round((self.num_samples - 1) * 1e9 / self.sample_rate)
+
+
+_STATUS_TEXT = {-1: "Steim frames hold fewer samples than the header says",
+                -2: "Steim integrity check failed: last sample differs from Xn",
+                -3: "invalid Steim2 sub-code",
+                -10: "data area too short for its samples"}
 
 
 def sample_rate_from_factors(fact, mult):
@@ -169,40 +242,46 @@ def unpack(data, *, decode=True, record_length=512):
     record is corrupt: bad header, data shorter than its sample count, or a
     failed Steim integrity check.
     """
-    buf = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    buf = data if isinstance(data, bytes) else bytes(data)
     try:
-        rows = _kernel.parse_records(buf, record_length, decode)
+        offsets, lengths, starts, samples, status = _kernel.decode_buffer(buf, record_length)
     except ValueError as exc:
         raise RecordError(str(exc)) from None
-    records = []
-    for index, row in enumerate(rows):
-        (offset, reclen, seq, quality, net, sta, loc, cha, start_us, nsamples, fact, mult,
-         encoding, word_order, tq, usec, frames, corr, flags, rate_b100, samples, text) = row
-        rec = Record()
-        rec.offset = offset
-        rec.record_length = reclen
-        rec.sequence_number = int(seq) if seq.isdigit() else -1
-        rec.quality = quality
-        rec.network = net.decode("ascii", "replace").strip()
-        rec.station = sta.decode("ascii", "replace").strip()
-        rec.location = loc.decode("ascii", "replace").strip()
-        rec.channel = cha.decode("ascii", "replace").strip()
-        rec.starttime_ns = start_us * 1000
-        rec.num_samples = nsamples
-        rec.sample_rate_factor = fact
-        rec.sample_rate_multiplier = mult
-        rec.sample_rate = rate_b100 if rate_b100 else sample_rate_from_factors(fact, mult)
-        rec.encoding = encoding
-        rec.word_order = word_order
-        rec.timing_quality = tq if tq >= 0 else None
-        rec.microsecond = usec
-        rec.frames = frames if frames >= 0 else None
-        rec.time_correction = corr
-        rec.flags = flags
-        rec.text = text
-        if isinstance(samples, str):
-            raise RecordError("record %d at offset %d (%s, seq %s): %s"
-                              % (index, offset, rec.id, seq.decode("ascii", "replace"), samples))
-        rec.samples = samples
-        records.append(rec)
-    return records
+    if not decode:
+        status = np.full(len(offsets), 2, dtype=np.int8)
+    bad = np.flatnonzero(status < 0)
+    if len(bad):
+        index = int(bad[0])
+        rec = _make_record(buf, int(offsets[index]), int(lengths[index]), samples, 0, 0, 2)
+        raise RecordError("record %d at offset %d (%s, seq %06d): %s" % (
+            index, rec.offset, rec.id, rec.sequence_number, _STATUS_TEXT[int(status[index])]))
+    starts_list = starts.tolist()
+    return [_make_record(buf, off, length, samples, starts_list[i], starts_list[i + 1], st)
+            for i, (off, length, st) in enumerate(zip(offsets.tolist(), lengths.tolist(),
+                                                      status.tolist()))]
+
+
+def _make_record(buf, offset, length, array, first, last, status):
+    rec = _new_record(Record)
+    rec._buf = buf
+    rec.offset = offset
+    rec.record_length = length
+    rec._array = array
+    rec._first = first
+    rec._last = last
+    rec._status = status
+    rec._fields = None
+    return rec
+
+
+_new_record = object.__new__
+
+
+def decode(data, *, record_length=512):
+    """All samples of all integer/Steim records in ``data``, concatenated in
+    record order, as one int32 array (the bulk counterpart of ``unpack``).
+    Raises RecordError for a corrupt record."""
+    records = unpack(data, record_length=record_length)
+    if not records:
+        return np.zeros(0, dtype=np.int32)
+    return records[0]._array

@@ -236,7 +236,7 @@ def test_blank_and_undeterminable_records_never_match():
     assert not SelectorSet().matches_record(blank)
     assert not _set("!LOG").matches_record(blank)
     broken = bytearray(_data_record())
-    broken[46:48] = b"\x01\x00"                   # first blockette outside the header
+    broken[46:48] = b"\x03\x00"                   # first blockette outside the record
     assert not SelectorSet().matches_record(bytes(broken))
     assert not SelectorSet().matches_record(b"")
 

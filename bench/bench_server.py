@@ -327,27 +327,33 @@ class Profiler:
         return top_frames(self.path)
 
 
-def top_frames(path, n=12):
-    """Self and inclusive sample shares per function from py-spy raw output."""
+def top_frames(path, n=15):
+    """Self and inclusive sample shares per function (lines merged) from
+    py-spy raw output; frames present in every sample are left out."""
     self_n, incl_n, total = {}, {}, 0
     try:
         with open(path) as f:
             lines = f.read().splitlines()
     except OSError:
         return None
+
+    def fn(frame):
+        name, _, where = frame.partition(" (")
+        return "%s (%s)" % (name, where.rsplit(":", 1)[0]) if where else name
+
     for line in lines:
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         c = int(count)
         total += c
-        frames = stack.split(";")
-        leaf = frames[-1]
-        self_n[leaf] = self_n.get(leaf, 0) + c
+        frames = [fn(f) for f in stack.split(";")]
+        self_n[frames[-1]] = self_n.get(frames[-1], 0) + c
         for fr in set(frames):
             incl_n[fr] = incl_n.get(fr, 0) + c
     if not total:
         return None
+    incl_n = {k: v for k, v in incl_n.items() if v < 0.98 * total}
     pct = lambda d: [(k, round(100.0 * v / total, 1))          # noqa: E731
                      for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]]
     return {"samples": total, "file": path, "self": pct(self_n), "inclusive": pct(incl_n)}
@@ -427,7 +433,7 @@ def run_fanout(server, nclients, expect, workers, max_seconds, profiler=None):
     return out
 
 
-def run_latency(server, clients, count, rate, base):
+def run_latency(server, clients, count, rate, base, profiler=None):
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     readies, procs = [], []
@@ -442,6 +448,8 @@ def run_latency(server, clients, count, rate, base):
     for ev in readies:
         ev.wait(20)
     time.sleep(0.5)                       # the ENDs have been handled
+    if profiler:
+        profiler.start("latency-%d" % clients)
     cpu0 = server.cpu()
     t0 = time.monotonic()
     sl.latency_command(server.fifo, count, rate, base)
@@ -453,6 +461,7 @@ def run_latency(server, clients, count, rate, base):
             break
     wall = time.monotonic() - t0
     cpu1 = server.cpu()
+    prof = profiler.stop() if profiler else None
     for p in procs:
         p.join(10)
         if p.is_alive():
@@ -476,7 +485,10 @@ def run_latency(server, clients, count, rate, base):
            "all": sl.summarize_ms(lat_all), "first10": sl.summarize_ms(first),
            "after_first10": sl.summarize_ms(rest),
            "worst5_ms_index": [[round(a, 3), b] for a, b in worst],
-           "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall, 2)}
+           "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall, 2),
+           "server_cpu_us_per_record": round(1e6 * (cpu1 - cpu0) / count, 1)}
+    if prof:
+        out["profile"] = prof
     return out
 
 
@@ -644,9 +656,13 @@ def main(argv=None):
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "seedlink-fast-bench-cache"))
     ap.add_argument("--work-dir", default=None, help="keep the server's files here (default: a temp dir, removed)")
     ap.add_argument("--profile", default=None, metavar="DIR",
-                    help="run py-spy record on the server during each fan-out run (raw stacks in DIR)")
+                    help="run py-spy record on the server during each fan-out and latency run "
+                         "(raw stacks in DIR; top frames in the JSON); slows the server a little")
     ap.add_argument("--max-other", type=float, default=15.0,
                     help="before each fan-out run wait (<= 10 s) until foreign load is below this %%")
+    ap.add_argument("--tries", type=int, default=2,
+                    help="redo a fan-out run whose foreign load exceeded --max-other, keep the "
+                         "quietest (default 2 tries)")
     ap.add_argument("--json", default=None, help="write the full results here")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown results table")
     args = ap.parse_args(argv)
@@ -692,6 +708,9 @@ def main(argv=None):
             server.pid, server.port, server.nofile, records))
         rep["ingest"] = wait_ingest(server, records, timeout=120 if q else 300)
         rep["server"]["rss_after_ingest_MB"] = round(server.rss() / 1e6, 1)
+        c0 = server.cpu()
+        time.sleep(2.0)
+        rep["server"]["idle_cpu_pct"] = round(100 * (server.cpu() - c0) / 2.0, 2)
         log("ingest: %s" % json.dumps(rep["ingest"]))
         profiler = Profiler(args.profile, server.pid) if args.profile else None
         if args.profile:
@@ -703,9 +722,19 @@ def main(argv=None):
             rep["fanout"] = {}
             for n in [int(x) for x in args.clients.split(",") if x]:
                 expect = max(1, min(records, budget // n))
-                load = sl.wait_quiet(args.max_other, 10.0)
-                log("fan-out N=%d, %d records each (foreign load %.1f%%)" % (n, expect, load))
-                r = run_fanout(server, n, expect, args.workers, fan_max, profiler)
+                tries = []
+                for attempt in range(max(1, args.tries)):
+                    load = sl.wait_quiet(args.max_other, 10.0)
+                    log("fan-out N=%d, %d records each (foreign load %.1f%%)" % (n, expect, load))
+                    r = run_fanout(server, n, expect, args.workers, fan_max,
+                                   profiler if attempt == 0 else None)
+                    tries.append(r)
+                    if "error" in r or (r["foreign_cpu_pct"] or 0) <= args.max_other:
+                        break
+                    log("  foreign load %.1f%% during the run: again" % r["foreign_cpu_pct"])
+                r = min(tries, key=lambda x: x.get("foreign_cpu_pct") or 0)
+                r["tries"] = len(tries)
+                r["tries_agg_records_per_s"] = [t.get("agg_records_per_s") for t in tries]
                 rep["fanout"][str(n)] = r
                 log("  " + json.dumps({k: r.get(k) for k in (
                     "agg_records_per_s", "per_client_records_per_s", "server_cpu_us_per_record",
@@ -717,7 +746,8 @@ def main(argv=None):
             rep["latency"] = []
             for i, k in enumerate(lat_clients):
                 log("latency: %d client(s), %d records at %g/s" % (k, lat_count, args.latency_rate))
-                r = run_latency(server, k, lat_count, args.latency_rate, base=(i + 1) * 100_000)
+                r = run_latency(server, k, lat_count, args.latency_rate, base=(i + 1) * 100_000,
+                                profiler=profiler)
                 rep["latency"].append(r)
                 log("  all %s; first10 %s; errors %s" % (r["all"], r["first10"], r["errors"]))
 

@@ -120,7 +120,8 @@ def foreign_cpu_ticks():
             continue
         fields = raw[raw.rfind(")") + 2:].split()
         try:
-            if int(fields[2]) == mine:
+            # own group; kernel threads (kthreadd's children) do our loopback softirq work
+            if int(fields[2]) == mine or int(fields[1]) == 2 or entry == "2":
                 continue
             out[int(entry)] = int(fields[11]) + int(fields[12])
         except (IndexError, ValueError):

@@ -273,6 +273,68 @@ cdef object _decode_data(const uint8_t *data, Py_ssize_t datalen, int encoding,
     return raw.astype("=" + dtype)
 
 
+ctypedef struct rec_frame_t:
+    int swap                # header is little-endian
+    int reclen
+    int encoding            # -1: no blockette 1000
+    int word_order
+    int begin_data
+    int nsamples
+    int tq                  # blockette 1001 timing quality, -1: none
+    int b_usec
+    int b_frames
+    int b100_pos            # offset of blockette 100's rate, 0: none
+
+
+cdef int _scan_record(const uint8_t *p, Py_ssize_t avail, Py_ssize_t off, int default_reclen,
+                      rec_frame_t *f) except -1:
+    """Read the fixed header and the blockette chain of the record at p;
+    raises ValueError when it cannot be a record."""
+    cdef int year, doy, bpos, nxt, guard = 0
+    # the header's byte order: pick the one giving a sane year/day
+    f.swap = 0
+    year = _u16(p + 20, 0)
+    doy = _u16(p + 22, 0)
+    if not (1900 <= year <= 2500 and 1 <= doy <= 366):
+        f.swap = 1
+        if not (1900 <= _u16(p + 20, 1) <= 2500 and 1 <= _u16(p + 22, 1) <= 366):
+            raise ValueError("record at offset %d: no valid start time (year %d, day %d)"
+                             % (off, year, doy))
+    f.nsamples = _u16(p + 30, f.swap)
+    f.begin_data = _u16(p + 44, f.swap)
+    f.reclen = 0
+    f.encoding = -1
+    f.word_order = 1
+    f.tq = -1
+    f.b_usec = 0
+    f.b_frames = -1
+    f.b100_pos = 0
+    bpos = _u16(p + 46, f.swap)
+    while bpos and guard < 16 and bpos + 8 <= avail:
+        btype = _u16(p + bpos, f.swap)
+        if btype == 1000:
+            f.encoding = p[bpos + 4]
+            f.word_order = p[bpos + 5]
+            f.reclen = (1 << p[bpos + 6]) if p[bpos + 6] < 31 else 0
+        elif btype == 1001:
+            f.tq = p[bpos + 4]
+            f.b_usec = <int8_t>p[bpos + 5]
+            f.b_frames = p[bpos + 7]
+        elif btype == 100:
+            f.b100_pos = bpos + 4
+        nxt = _u16(p + bpos + 2, f.swap)
+        if nxt != 0 and nxt <= bpos:
+            break                   # a loop in the chain
+        bpos = nxt
+        guard += 1
+    if f.reclen == 0:
+        f.reclen = default_reclen
+    if f.reclen < 64 or f.reclen > avail:
+        raise ValueError("record at offset %d: length %d runs past the end of the data (%d bytes)"
+                         % (off, f.reclen, avail))
+    return 0
+
+
 def parse_records(const uint8_t[::1] buf, int default_reclen=512, bint decode=True):
     """Parse every record in buf.
 
@@ -284,60 +346,23 @@ def parse_records(const uint8_t[::1] buf, int default_reclen=512, bint decode=Tr
     """
     cdef Py_ssize_t off = 0, n = buf.shape[0]
     cdef const uint8_t *p
-    cdef int swap, year, doy, reclen, nblk, bpos, btype, guard, begin_data
-    cdef int encoding, word_order, tq, b_usec, b_frames
+    cdef rec_frame_t f
+    cdef int swap, reclen, begin_data, encoding, word_order, tq, b_usec, b_frames
     cdef int64_t start_us
     cdef list out = []
     while off < n:
         if n - off < 48:
             raise ValueError("trailing %d bytes at offset %d are not a record" % (n - off, off))
         p = &buf[off]
-        # the header's byte order: pick the one giving a sane year/day
-        swap = 0
-        year = _u16(p + 20, 0)
-        doy = _u16(p + 22, 0)
-        if not (1900 <= year <= 2500 and 1 <= doy <= 366):
-            swap = 1
-            year = _u16(p + 20, 1)
-            doy = _u16(p + 22, 1)
-            if not (1900 <= year <= 2500 and 1 <= doy <= 366):
-                raise ValueError("record at offset %d: no valid start time (year %d, day %d)"
-                                 % (off, _u16(p + 20, 0), _u16(p + 22, 0)))
-        nblk = p[39]
-        bpos = _u16(p + 46, swap)
-        begin_data = _u16(p + 44, swap)
-        reclen = 0
-        encoding = -1
-        word_order = 1
-        tq = -1
-        b_usec = 0
-        b_frames = -1
+        _scan_record(p, n - off, off, default_reclen, &f)
+        swap, reclen, begin_data = f.swap, f.reclen, f.begin_data
+        encoding, word_order, tq, b_usec, b_frames = f.encoding, f.word_order, f.tq, f.b_usec, f.b_frames
         rate_b100 = None
-        guard = 0
-        while bpos and guard < 16 and bpos + 4 <= n - off:
-            btype = _u16(p + bpos, swap)
-            if btype == 1000 and bpos + 8 <= n - off:
-                encoding = p[bpos + 4]
-                word_order = p[bpos + 5]
-                reclen = 1 << p[bpos + 6] if p[bpos + 6] < 31 else 0
-            elif btype == 1001 and bpos + 8 <= n - off:
-                tq = p[bpos + 4]
-                b_usec = <int8_t>p[bpos + 5]
-                b_frames = p[bpos + 7]
-            elif btype == 100 and bpos + 8 <= n - off:
-                rate_b100 = np.frombuffer((<char *>(p + bpos + 4))[:4],
-                                          dtype="<f4" if swap else ">f4")[0].item()
-            nxt = _u16(p + bpos + 2, swap)
-            if nxt != 0 and nxt <= bpos:
-                break     # a loop in the chain
-            bpos = nxt
-            guard += 1
-        if reclen == 0:
-            reclen = default_reclen
-        if reclen < 64 or off + reclen > n:
-            raise ValueError("record at offset %d: length %d runs past the end of the data (%d bytes)"
-                             % (off, reclen, n - off))
-        start_us = mseed_join_time(year, doy, p[24], p[25], p[26], <int64_t>_u16(p + 28, swap) * 100)
+        if f.b100_pos:
+            rate_b100 = np.frombuffer((<char *>(p + f.b100_pos))[:4],
+                                      dtype="<f4" if swap else ">f4")[0].item()
+        start_us = mseed_join_time(_u16(p + 20, swap), _u16(p + 22, swap), p[24], p[25], p[26],
+                                   <int64_t>_u16(p + 28, swap) * 100)
         nsamples = _u16(p + 30, swap)
         samples = None
         text = None
@@ -420,69 +445,55 @@ def decode_buffer(const uint8_t[::1] buf, int default_reclen=512):
     """
     cdef Py_ssize_t n = buf.shape[0], off = 0, nrec = 0, i, total = 0
     cdef const uint8_t *p
-    cdef int swap, reclen, bpos, guard, enc, order, begin, nsamp, year, doy, nxt
-    cdef list offs = [], lens = [], counts = [], encs = [], orders = [], begins = []
-    # pass 1: headers (record lengths, sample counts, encodings)
-    while off < n:
-        if n - off < 48:
-            raise ValueError("trailing %d bytes at offset %d are not a record" % (n - off, off))
-        p = &buf[off]
-        swap = 0
-        year = _u16(p + 20, 0)
-        doy = _u16(p + 22, 0)
-        if not (1900 <= year <= 2500 and 1 <= doy <= 366):
-            swap = 1
-        nsamp = _u16(p + 30, swap)
-        begin = _u16(p + 44, swap)
-        bpos = _u16(p + 46, swap)
-        reclen = 0
-        enc = -1
-        order = 1
-        guard = 0
-        while bpos and guard < 16 and bpos + 8 <= n - off:
-            if _u16(p + bpos, swap) == 1000:
-                enc = p[bpos + 4]
-                order = p[bpos + 5]
-                reclen = (1 << p[bpos + 6]) if p[bpos + 6] < 31 else 0
-            nxt = _u16(p + bpos + 2, swap)
-            if nxt != 0 and nxt <= bpos:
-                break
-            bpos = nxt
-            guard += 1
-        if reclen == 0:
-            reclen = default_reclen
-        if reclen < 64 or off + reclen > n:
-            raise ValueError("record at offset %d: length %d runs past the end of the data (%d bytes)"
-                             % (off, reclen, n - off))
-        offs.append(off)
-        lens.append(reclen)
-        encs.append(enc)
-        orders.append(order)
-        begins.append(begin)
-        if enc not in (1, 3, 10, 11):
-            nsamp = 0
-        counts.append(nsamp)
-        total += nsamp
-        off += reclen
-        nrec += 1
+    cdef int reclen, enc, begin, nsamp, big
+    cdef Py_ssize_t cap = n // 64 + 1
+    cdef rec_frame_t *frames = <rec_frame_t *>malloc(cap * sizeof(rec_frame_t))
+    cdef cnp.ndarray offsets = np.empty(cap, dtype=np.int64)
+    cdef int64_t *offs = <int64_t *>cnp.PyArray_DATA(offsets)
+    if frames is NULL:
+        raise MemoryError()
+    try:
+        # pass 1: headers (record lengths, sample counts, encodings), in C
+        while off < n:
+            if n - off < 48:
+                raise ValueError("trailing %d bytes at offset %d are not a record"
+                                 % (n - off, off))
+            _scan_record(&buf[off], n - off, off, default_reclen, &frames[nrec])
+            if frames[nrec].encoding not in (1, 3, 10, 11):
+                frames[nrec].nsamples = 0
+            offs[nrec] = off
+            total += frames[nrec].nsamples
+            off += frames[nrec].reclen
+            nrec += 1
+        return _decode_frames(buf, frames, offsets[:nrec], nrec, total)
+    finally:
+        free(frames)
+
+
+cdef tuple _decode_frames(const uint8_t[::1] buf, rec_frame_t *frames, cnp.ndarray offsets,
+                          Py_ssize_t nrec, Py_ssize_t total):
+    # pass 2 of decode_buffer: samples, straight into one shared array
+    cdef int64_t *offs = <int64_t *>cnp.PyArray_DATA(offsets)
+    cdef cnp.ndarray lengths = np.empty(nrec, dtype=np.int32)
+    cdef int32_t *lens = <int32_t *>cnp.PyArray_DATA(lengths)
+    cdef Py_ssize_t i, off, pos = 0, got, k
+    cdef int enc, nsamp, begin, reclen, big, datalen
+    cdef const uint8_t *d
     cdef cnp.ndarray samples = np.empty(total, dtype=np.int32)
     cdef cnp.ndarray starts = np.empty(nrec + 1, dtype=np.int64)
     cdef cnp.ndarray status = np.zeros(nrec, dtype=np.int8)
     cdef int32_t *out = <int32_t *>cnp.PyArray_DATA(samples)
     cdef int64_t *st = <int64_t *>cnp.PyArray_DATA(starts)
     cdef int8_t *stat = <int8_t *>cnp.PyArray_DATA(status)
-    cdef Py_ssize_t pos = 0, got, k
-    cdef int datalen, big
-    cdef const uint8_t *d
-    # pass 2: samples, straight into the shared array
     for i in range(nrec):
         st[i] = pos
-        enc = encs[i]
-        nsamp = counts[i]
+        enc = frames[i].encoding
+        nsamp = frames[i].nsamples
         off = offs[i]
-        begin = begins[i]
-        reclen = lens[i]
-        big = orders[i] == 1
+        begin = frames[i].begin_data
+        reclen = frames[i].reclen
+        lens[i] = reclen
+        big = frames[i].word_order == 1
         if enc not in (1, 3, 10, 11):
             stat[i] = 1
             continue
@@ -511,5 +522,4 @@ def decode_buffer(const uint8_t[::1] buf, int default_reclen=512):
                     out[pos + k] = <int16_t>_u16(d + 2 * k, 0 if big else 1)
         pos += nsamp
     st[nrec] = pos
-    return (np.array(offs, dtype=np.int64), np.array(lens, dtype=np.int32), starts, samples,
-            status)
+    return offsets, lengths, starts, samples, status

@@ -251,10 +251,7 @@ def unpack(data, *, decode=True, record_length=512):
         status = np.full(len(offsets), 2, dtype=np.int8)
     bad = np.flatnonzero(status < 0)
     if len(bad):
-        index = int(bad[0])
-        rec = _make_record(buf, int(offsets[index]), int(lengths[index]), samples, 0, 0, 2)
-        raise RecordError("record %d at offset %d (%s, seq %06d): %s" % (
-            index, rec.offset, rec.id, rec.sequence_number, _STATUS_TEXT[int(status[index])]))
+        _raise_corrupt(buf, offsets, lengths, status, int(bad[0]))
     starts_list = starts.tolist()
     return [_make_record(buf, off, length, samples, starts_list[i], starts_list[i + 1], st)
             for i, (off, length, st) in enumerate(zip(offsets.tolist(), lengths.tolist(),
@@ -279,9 +276,21 @@ _new_record = object.__new__
 
 def decode(data, *, record_length=512):
     """All samples of all integer/Steim records in ``data``, concatenated in
-    record order, as one int32 array (the bulk counterpart of ``unpack``).
-    Raises RecordError for a corrupt record."""
-    records = unpack(data, record_length=record_length)
-    if not records:
-        return np.zeros(0, dtype=np.int32)
-    return records[0]._array
+    record order, as one int32 array (the bulk counterpart of ``unpack``;
+    records of other encodings contribute nothing).  Raises RecordError for
+    a corrupt record."""
+    buf = data if isinstance(data, bytes) else bytes(data)
+    try:
+        offsets, lengths, _, samples, status = _kernel.decode_buffer(buf, record_length)
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
+    bad = np.flatnonzero(status < 0)
+    if len(bad):
+        _raise_corrupt(buf, offsets, lengths, status, int(bad[0]))
+    return samples
+
+
+def _raise_corrupt(buf, offsets, lengths, status, index):
+    rec = _make_record(buf, int(offsets[index]), int(lengths[index]), None, 0, 0, 2)
+    raise RecordError("record %d at offset %d (%s, seq %06d): %s" % (
+        index, rec.offset, rec.id, rec.sequence_number, _STATUS_TEXT[int(status[index])]))

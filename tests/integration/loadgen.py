@@ -217,46 +217,50 @@ def connect(port, *, source=None, rcvbuf=None, timeout=5.0):
 
 
 def recv_until(sock, predicate, buf=b"", timeout=5.0, limit=1 << 26):
-    """Receive until predicate(buf) is true; returns (buf, eof).  Bounded by
+    """Receive until predicate(buf) is true; returns (bytes, eof).  Bounded by
     time and size; EOF/reset end the wait (eof=True)."""
+    data = bytearray(buf)
     deadline = time.monotonic() + timeout
-    while not predicate(buf) and len(buf) < limit:
+    eof = False
+    while not predicate(data) and len(data) < limit:
         left = deadline - time.monotonic()
         if left <= 0:
-            return buf, False
+            break
         sock.settimeout(left)
         try:
-            chunk = sock.recv(1 << 16)
+            chunk = sock.recv(1 << 18)
         except socket.timeout:
-            return buf, False
+            break
         except (ConnectionResetError, BrokenPipeError):
-            return buf, True
+            eof = True
+            break
         if not chunk:
-            return buf, True
-        buf += chunk
-    return buf, False
+            eof = True
+            break
+        data += chunk
+    return bytes(data), eof
 
 
 def recv_quiet(sock, quiet=0.2, timeout=5.0, limit=1 << 26):
     """Everything received until nothing came for `quiet` s (or EOF, or the
     overall timeout).  Returns (data, eof)."""
-    out = b""
+    out = bytearray()
     deadline = time.monotonic() + timeout
     while len(out) < limit:
         left = min(quiet, deadline - time.monotonic())
         if left <= 0:
-            return out, False
+            return bytes(out), False
         sock.settimeout(left)
         try:
             chunk = sock.recv(1 << 16)
         except socket.timeout:
-            return out, False
+            return bytes(out), False
         except (ConnectionResetError, BrokenPipeError):
-            return out, True
+            return bytes(out), True
         if not chunk:
-            return out, True
+            return bytes(out), True
         out += chunk
-    return out, False
+    return bytes(out), False
 
 
 def command(sock, line, timeout=5.0):
@@ -312,19 +316,12 @@ def fetch_all(port, sta, net, first_seq, timeout=30.0, source=None):
         assert command(s, "STATION %s %s" % (sta, net)) == "OK"
         assert command(s, "FETCH %06X" % first_seq) == "OK"
         s.sendall(b"END\r\n")
-        buf = b""
-        deadline = time.monotonic() + timeout
-        while True:
-            # whole packets, then END
-            n = len(buf) - len(buf) % PACKET
-            if len(buf) % PACKET == 3 and buf[n:] == b"END":
-                return split_packets(buf[:n])
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("FETCH %06X: no END after %d bytes" % (first_seq, len(buf)))
-            buf, eof = recv_until(s, lambda b, k=len(buf): len(b) > k, buf, timeout=left)
-            if eof:
-                raise AssertionError("FETCH %06X: EOF before END" % first_seq)
+        buf, eof = recv_until(s, lambda b: len(b) % PACKET == 3 and b.endswith(b"END"),
+                              timeout=timeout, limit=1 << 30)
+        if not (len(buf) % PACKET == 3 and buf.endswith(b"END")):
+            raise AssertionError("FETCH %06X: no END after %d bytes (eof=%s)"
+                                 % (first_seq, len(buf), eof))
+        return split_packets(buf[:-3])
     finally:
         s.close()
 

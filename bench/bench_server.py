@@ -57,6 +57,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -155,7 +156,8 @@ station XX.LAT description = "latency benchmark"
 class Server:
     """``seedlink-fast serve`` on 127.0.0.1 with a generated seedlink.ini."""
 
-    def __init__(self, work, stream_path, records, buffers, connections, request_log):
+    def __init__(self, work, stream_path, records, buffers, connections, request_log,
+                 server_cmd=None):
         self.work = work
         self.port = free_port()
         self.fifo = os.path.join(work, "latency.fifo")
@@ -179,8 +181,9 @@ class Server:
             sl.raise_nofile()
 
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+        cmd = list(server_cmd or [sys.executable, "-m", "seedlink_fast"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "seedlink_fast", "serve", "-f", self.ini, "--bind", sl.HOST],
+            cmd + ["serve", "-f", self.ini, "--bind", sl.HOST],
             stdout=self.logf, stderr=subprocess.STDOUT, cwd=work, env=env, preexec_fn=preexec)
         self.pid = self.proc.pid
         self._wait_listening()
@@ -452,13 +455,14 @@ def run_latency(server, clients, count, rate, base, profiler=None):
         profiler.start("latency-%d" % clients)
     cpu0 = server.cpu()
     t0 = time.monotonic()
-    sl.latency_command(server.fifo, count, rate, base)
-    results = []
-    for _ in procs:
-        try:
-            results.append(q.get(timeout=max_s + 30))
-        except Exception:                 # noqa: BLE001
-            break
+    with sl.ForeignLoad() as other:
+        sl.latency_command(server.fifo, count, rate, base)
+        results = []
+        for _ in procs:
+            try:
+                results.append(q.get(timeout=max_s + 30))
+            except Exception:             # noqa: BLE001
+                break
     wall = time.monotonic() - t0
     cpu1 = server.cpu()
     prof = profiler.stop() if profiler else None
@@ -466,6 +470,16 @@ def run_latency(server, clients, count, rate, base, profiler=None):
         p.join(10)
         if p.is_alive():
             p.terminate()
+    out = latency_summary(results, base)
+    out.update({"clients": clients, "rate": rate, "count": count, "foreign_cpu_pct": other.percent,
+                "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall, 2),
+                "server_cpu_us_per_record": round(1e6 * (cpu1 - cpu0) / count, 1)})
+    if prof:
+        out["profile"] = prof
+    return out
+
+
+def latency_summary(results, base):
     lat_all, first, rest = [], [], []
     errors = []
     received = []
@@ -480,15 +494,62 @@ def run_latency(server, clients, count, rate, base, profiler=None):
             (first if idx < 10 else rest).append(ms)
     worst = sorted(((ns / 1e6, (tag - base) % 1_000_000) for r in results for tag, ns in r["got"]),
                    reverse=True)[:5]
-    out = {"clients": clients, "rate": rate, "count": count,
-           "received_per_client": received, "errors": errors[:3],
-           "all": sl.summarize_ms(lat_all), "first10": sl.summarize_ms(first),
-           "after_first10": sl.summarize_ms(rest),
-           "worst5_ms_index": [[round(a, 3), b] for a, b in worst],
-           "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall, 2),
-           "server_cpu_us_per_record": round(1e6 * (cpu1 - cpu0) / count, 1)}
-    if prof:
-        out["profile"] = prof
+    first10 = [[round(ns / 1e6, 3) for tag, ns in r["got"] if (tag - base) % 1_000_000 < 10]
+               for r in results]
+    return {"received_per_client": received, "errors": errors[:3],
+            "all": sl.summarize_ms(lat_all), "first10": sl.summarize_ms(first),
+            "after_first10": sl.summarize_ms(rest), "first10_ms_per_client": first10[:10],
+            "worst5_ms_index": [[round(a, 3), b] for a, b in worst]}
+
+
+def run_latency_floor(work, count, rate, base):
+    """Same plugin, same receiver, the plainest Python relay instead of the
+    server (see server_load.floor_relay): what this machine gives at best."""
+    ctx = mp.get_context("fork")
+    fifo = os.path.join(work, "floor.fifo")
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo)
+    r_fd, w_fd = os.pipe()
+    plugin = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "server_load.py"), "latency-plugin", "--fifo", fifo,
+         "--station", LAT_STATION, "--fd", str(w_fd), "--max-runs", "1",
+         "--max-seconds", str(count / rate + 60)],
+        pass_fds=(w_fd,), env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    os.close(w_fd)
+    lsock = socket.socket()
+    lsock.bind((sl.HOST, 0))
+    lsock.listen(4)
+    port = lsock.getsockname()[1]
+    q = ctx.Queue()
+    relay = ctx.Process(target=sl.floor_relay, args=(lsock, r_fd, count, count / rate + 30, q))
+    relay.start()
+    ev = ctx.Event()
+    recv = ctx.Process(target=sl.latency_receiver, args=(port, LAT_STATION, count, ev, q, count / rate + 30))
+    recv.start()
+    ev.wait(20)
+    time.sleep(0.5)
+    results, relay_err = [], None
+    try:
+        with sl.ForeignLoad() as other:
+            sl.latency_command(fifo, count, rate, base)
+            for _ in range(2):
+                r = q.get(timeout=count / rate + 60)
+                if "relay_error" in r:
+                    relay_err = r["relay_error"]
+                else:
+                    results.append(r)
+    finally:
+        for p in (relay, recv):
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+        plugin.terminate()
+        plugin.wait(10)
+        os.close(r_fd)
+        lsock.close()
+    out = latency_summary(results, base)
+    out.update({"clients": 1, "rate": rate, "count": count, "relay_error": relay_err,
+                "foreign_cpu_pct": other.percent})
     return out
 
 
@@ -586,6 +647,12 @@ def markdown(rep):
         rows.append(("latency K=%d, first 10 records" % lat["clients"],
                      "median %.3f ms, max %.3f ms" % (f10["median_ms"], f10["max_ms"]) if f10.get("n") else "none",
                      "no stall (max ≤ 2 ms)", verdict(bool(ok))) + ANCHORS["stall"])
+    fl = rep.get("latency_floor")
+    if fl and fl["all"].get("n"):
+        a = fl["all"]
+        rows.append(("latency floor: same plugin and client, plain blocking relay instead of the server",
+                     "median %.3f ms, p90 %.3f, p99 %.3f, max %.3f" % (a["median_ms"], a["p90_ms"], a["p99_ms"], a["max_ms"]),
+                     "—", "calibration", "(had an extra `cat` hop)", "—"))
     hs = rep.get("handshake0")
     if hs and hs["STATION"].get("n"):
         s = hs["STATION"]
@@ -649,10 +716,15 @@ def main(argv=None):
     ap.add_argument("--latency-rate", type=float, default=100.0)
     ap.add_argument("--latency-count", type=int, default=None,
                     help="records per latency run (default 2000 = 20 s; 300 with --quick)")
+    ap.add_argument("--no-latency-floor", action="store_true",
+                    help="skip the calibration run through a plain Python relay")
     ap.add_argument("--idle", type=int, default=None, help="idle connections (default 10000; 1000 with --quick)")
     ap.add_argument("--handshake-rounds", type=int, default=None, help="default 300; 100 with --quick")
     ap.add_argument("--no-request-log", action="store_true", help="request_log = disabled")
     ap.add_argument("--phases", default="fanout,latency,handshake,idle")
+    ap.add_argument("--server-cmd", default=None,
+                    help="command that runs the seedlink-fast CLI (default: '%(python)s -m "
+                         "seedlink_fast'); 'serve -f INI --bind 127.0.0.1' is appended")
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "seedlink-fast-bench-cache"))
     ap.add_argument("--work-dir", default=None, help="keep the server's files here (default: a temp dir, removed)")
     ap.add_argument("--profile", default=None, metavar="DIR",
@@ -701,7 +773,8 @@ def main(argv=None):
     server = None
     try:
         log("starting server in %s" % work)
-        server = Server(work, stream, records, args.buffers, limit, not args.no_request_log)
+        server = Server(work, stream, records, args.buffers, limit, not args.no_request_log,
+                        server_cmd=shlex.split(args.server_cmd) if args.server_cmd else None)
         rep["server"] = {"pid": server.pid, "port": server.port, "nofile": server.nofile,
                          "rss_start_MB": round(server.rss() / 1e6, 1)}
         log("server pid %d port %d (fd limit %s); ingesting %d records" % (
@@ -750,6 +823,10 @@ def main(argv=None):
                                 profiler=profiler)
                 rep["latency"].append(r)
                 log("  all %s; first10 %s; errors %s" % (r["all"], r["first10"], r["errors"]))
+            if not args.no_latency_floor:
+                log("latency floor: plain relay, 1 client, %d records" % lat_count)
+                rep["latency_floor"] = run_latency_floor(work, lat_count, args.latency_rate, base=900_000)
+                log("  all %s; first10 %s" % (rep["latency_floor"]["all"], rep["latency_floor"]["first10"]))
 
         if "handshake" in phases:
             log("handshake, no idle connections: %d rounds" % rounds)

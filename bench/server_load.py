@@ -595,6 +595,50 @@ def latency_receiver(port, station, expect, ready, queue, max_seconds):
     queue.put({"got": got, "error": err})
 
 
+def floor_relay(listen_sock, pipe_fd, count, max_seconds, queue):
+    """The machine's latency floor for the same path: the plainest possible
+    relay (blocking reads of the plugin pipe, one ``sendall`` of
+    ``SL`` + sequence + record per packet to one client).  It answers OK to
+    every command line until END, like a server in multi-station mode."""
+    err = None
+    try:
+        listen_sock.settimeout(20)
+        c, _ = listen_sock.accept()
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.settimeout(20)
+        buf = b""
+        ended = False
+        while not ended:
+            d = c.recv(4096)
+            if not d:
+                raise ConnectionError("client left during handshake")
+            buf += d
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip() == b"END":
+                    ended = True
+                elif line.strip():
+                    c.sendall(b"OK\r\n")
+        end = time.monotonic() + max_seconds
+        pending = b""
+        sent = 0
+        hdr = 60
+        size = hdr + RECLEN
+        while sent < count and time.monotonic() < end:
+            d = os.read(pipe_fd, 65536)
+            if not d:
+                break
+            pending += d
+            while len(pending) >= size:
+                c.sendall(b"SL%06X" % (sent % SEQ_MOD) + pending[hdr:size])
+                pending = pending[size:]
+                sent += 1
+        c.close()
+    except Exception as exc:                     # noqa: BLE001
+        err = repr(exc)
+    queue.put({"relay_error": err})
+
+
 # ---------------------------------------------------------------------------
 # Idle connections, held by a separate process
 # ---------------------------------------------------------------------------

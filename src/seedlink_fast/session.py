@@ -88,6 +88,17 @@ def parse_seedlink_time(text):
         return None
 
 
+def _line_break(buf):
+    """Index of the first CR or LF in buf, -1 if none."""
+    cr = buf.find(b"\r")
+    lf = buf.find(b"\n")
+    if cr < 0:
+        return lf
+    if lf < 0:
+        return cr
+    return min(cr, lf)
+
+
 class SubSession:
     """A connection's state for one station."""
 
@@ -200,10 +211,16 @@ class SeedLinkProtocol(asyncio.Protocol):
         self.server.forget(self)
 
     def pause_writing(self):
+        # back-pressure both ways: a client that does not read its replies
+        # cannot make us buffer more of them
         self.paused = True
+        if not self.closed:
+            self.transport.pause_reading()
 
     def resume_writing(self):
         self.paused = False
+        if not self.closed:
+            self.transport.resume_reading()
         self.wake()
 
     def _sub(self, station):
@@ -235,22 +252,19 @@ class SeedLinkProtocol(asyncio.Protocol):
         self.buf += data
         self.last_activity = time.monotonic()
         while not self.closed:
-            cut = -1
-            for i, ch in enumerate(self.buf):
-                if ch in (10, 13):
-                    cut = i
-                    break
+            cut = _line_break(self.buf)
+            # SeisComP's 1024-byte command buffer: a longer line closes the link
+            if (cut < 0 and len(self.buf) > MAX_LINE) or cut > MAX_LINE:
+                log.warning("%s:%d : command is too long", *self.peer[:2])
+                self.transport.close()
+                self.closed = True
+                return
             if cut < 0:
                 break
             line = bytes(self.buf[:cut])
             del self.buf[:cut + 1]
             if line:
                 self.handle_line(line)
-        if len(self.buf) > MAX_LINE and not self.closed:
-            log.warning("%s:%d : command is too long", *self.peer[:2])
-            self.transport.close()
-            self.closed = True
-            return
         self.partial_since = time.monotonic() if self.buf else None
 
     def handle_line(self, line):

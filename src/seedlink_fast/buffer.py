@@ -637,7 +637,8 @@ class StationBuffer:
                 data = self._pread(start, done, n)
                 for k in range(0, len(data) - RECORD_SIZE + 1, RECORD_SIZE):
                     if data[k]:                     # blank records are not indexed
-                        self._index(data[k:k + RECORD_SIZE], start + done + k // RECORD_SIZE)
+                        self._index_safely(data[k:k + RECORD_SIZE],
+                                           start + done + k // RECORD_SIZE)
                 done += n
             if i != last:
                 self._index_new_segment()
@@ -706,12 +707,23 @@ class StationBuffer:
             pos = self.next_position
             for r in chunk:
                 ring[pos % size] = r
-                if index is not None and r[0]:
-                    index(r, pos)
                 pos += 1
+            # the records are on disk: number them before anything can fail
             self.next_position = pos
+            if index is not None:
+                for k, r in enumerate(chunk):
+                    if r[0]:
+                        self._index_safely(r, pos - len(chunk) + k)
             i += len(chunk)
         return first
+
+    def _index_safely(self, rec, pos):
+        # a malformed record must not stop the buffer: it stays stored,
+        # only its index entry is missing
+        try:
+            self._index(rec, pos)
+        except (struct.error, ValueError, IndexError) as exc:
+            log.warning("%s: record %d not indexed (%s)", self.key, pos, exc)
 
     def _write(self, data):
         fd = self._wfd
@@ -815,7 +827,7 @@ class StationBuffer:
             if bt == 1000 or bt == 1001:
                 if nx == 0:
                     typ = "D"
-                elif 48 < nx <= MAX_HEADER_SIZE:
+                elif 48 < nx <= RECORD_SIZE - 4:
                     bt, nx = _BLK(rec, nx)
                     if (bt == 1000 or bt == 1001) and nx == 0:
                         typ = "D"

@@ -7,6 +7,7 @@ and, like SeisComP, listens on all interfaces unless ``--bind`` says
 otherwise.
 """
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -96,6 +97,12 @@ def run(args):
 
     async def main():
         await server.start()
+        # the start-up objects (config, filters, trees) never die: keep the
+        # collector from walking them, and collect young objects less often,
+        # so that collections do not pause every client
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50000, 50, 100)
         await server.serve_forever()
 
     try:

@@ -16,6 +16,7 @@ import signal
 import time
 
 from . import info as infodoc
+from . import records as rectypes
 from .buffer import StationBuffer
 from .inifile import parse_ip_acl
 from .session import SEQ_MOD, SOFTWARE, SeedLinkProtocol, SessionLimits
@@ -25,7 +26,6 @@ from .streamproc import StreamProcessor
 log = logging.getLogger("seedlink_fast.server")
 
 INFO_LEVELS = ["id", "capabilities", "stations", "streams", "gaps", "connections", "all"]
-RING_PACKETS = 4096            # framed packets kept per station for fan-out
 
 
 def _ip_int(ip):
@@ -54,8 +54,41 @@ class IPACL:
         return any((addr ^ rule_ip) & mask == 0 for rule_ip, mask in self.rules)
 
 
+def stream_key(record):
+    """(location, channel, type) of a deliverable record, None for a record
+    SeisComP never delivers (blank, or type not determinable).  Computed once
+    per stored record and shared by every client."""
+    if rectypes.is_blank(record):
+        return None
+    rtype = rectypes.record_type(record)
+    if rtype is None:
+        return None
+    location, channel = rectypes.location_channel(record)
+    return location, channel, rtype
+
+
+class PacketBlock:
+    """BLOCK consecutive records framed once (``SL`` header + record) and
+    joined, with each record's stream key: what every client at these
+    positions is sent."""
+
+    __slots__ = ("start", "count", "data", "keys", "all_deliverable")
+
+    def __init__(self, start, records):
+        self.start = start
+        self.count = len(records)
+        self.data = b"".join([b"SL%06X" % ((start + i) % SEQ_MOD) + rec
+                              for i, rec in enumerate(records)])
+        self.keys = [stream_key(rec) for rec in records]
+        self.all_deliverable = None not in self.keys
+
+
 class Station:
-    """A station: its buffer, framed-packet cache and waiting clients."""
+    """A station: its buffer, the framed packets clients share, and the
+    clients waiting for new records."""
+
+    BLOCK = 256                  # records per shared framed block
+    CACHED_BLOCKS = 64           # blocks kept (about 8.5 MB)
 
     def __init__(self, config, filebase, min_ring=0):
         self.config = config
@@ -66,12 +99,28 @@ class Station:
         self.access = IPACL(config.access)
         self.buffer = StationBuffer(config, filebase, min_ring=min_ring)
         self.waiters = set()
-        self._ring = []              # framed packets, positions ring_start ..
-        self.ring_start = 0
+        self._blocks = {}            # block number -> PacketBlock (complete blocks only)
+        self._tail = []              # framed packets of the incomplete newest block
+        self._tail_keys = []
+        self._tail_start = 0
 
     def open(self):
         self.buffer.open()
-        self.ring_start = self.buffer.next_position
+        self._reset_tail()
+
+    def _reset_tail(self):
+        nxt = self.buffer.next_position
+        self._tail_start = nxt - nxt % self.BLOCK
+        self._tail = []
+        self._tail_keys = []
+        if self._tail_start < nxt:
+            records = self.buffer.read_range(self._tail_start, nxt - self._tail_start)
+            if len(records) != nxt - self._tail_start:
+                self._tail_start = nxt      # the start of the block is gone
+                return
+            for i, rec in enumerate(records):
+                self._tail.append(b"SL%06X" % ((self._tail_start + i) % SEQ_MOD) + rec)
+                self._tail_keys.append(stream_key(rec))
 
     @property
     def next_position(self):
@@ -83,26 +132,48 @@ class Station:
 
     def append_many(self, records):
         first = self.buffer.append_many(records)
-        if first != self.ring_start + len(self._ring):
-            self._ring = []
-            self.ring_start = first
-        for i, rec in enumerate(records):
-            self._ring.append(b"SL%06X" % ((first + i) % SEQ_MOD) + rec)
-        excess = len(self._ring) - RING_PACKETS
-        if excess > RING_PACKETS // 4:
-            del self._ring[:excess]
-            self.ring_start += excess
+        if first != self._tail_start + len(self._tail):
+            self._reset_tail()
+        else:
+            for i, rec in enumerate(records):
+                pos = first + i
+                if pos % self.BLOCK == 0 and self._tail:
+                    self._tail = []
+                    self._tail_keys = []
+                    self._tail_start = pos
+                self._tail.append(b"SL%06X" % (pos % SEQ_MOD) + rec)
+                self._tail_keys.append(stream_key(rec))
         for client in list(self.waiters):
-            client.wake()
+            client.wake(immediate=True)
         return first
 
-    def framed_range(self, position, count):
-        """Up to count consecutive framed packets from position."""
-        if position >= self.ring_start:
-            i = position - self.ring_start
-            return self._ring[i:i + count]
-        records = self.buffer.read_range(position, min(count, self.ring_start - position))
-        return [b"SL%06X" % ((position + i) % SEQ_MOD) + rec for i, rec in enumerate(records)]
+    def block(self, position):
+        """The PacketBlock holding position, or None when position is in the
+        incomplete newest block (see tail) or no longer readable."""
+        number = position // self.BLOCK
+        blk = self._blocks.get(number)
+        if blk is not None and blk.start <= position:
+            return blk
+        end = (number + 1) * self.BLOCK
+        if end > self.buffer.next_position:
+            return None
+        # the block's first records may be gone already: start where we can
+        start = max(number * self.BLOCK, self.buffer.oldest_position, position)
+        records = self.buffer.read_range(start, end - start)
+        if len(records) != end - start:
+            return None                     # a hole: the caller resumes past it
+        blk = PacketBlock(start, records)
+        if len(self._blocks) >= self.CACHED_BLOCKS:
+            self._blocks.pop(next(iter(self._blocks)))      # oldest inserted
+        self._blocks[number] = blk
+        return blk
+
+    def tail(self, position):
+        """(framed packets, keys) from position within the newest block."""
+        i = position - self._tail_start
+        if i < 0:
+            return [], []
+        return self._tail[i:], self._tail_keys[i:]
 
     def position_for_time(self, begin_us, sub):
         return self.buffer.position_for_time(
@@ -279,7 +350,11 @@ class Server:
             engine.feed(data)
         except Exception as exc:          # a protocol error ends this plugin's stream
             error = exc
-        self.store_pending()
+        try:
+            self.store_pending()
+        except OSError as exc:            # disk trouble: logged, the plugin is stopped
+            log.error("cannot store records: %s", exc)
+            error = error or exc
         return error
 
     def store_pending(self):

@@ -16,7 +16,6 @@ import logging
 import struct
 import time
 
-from . import records as rectypes
 from .mseed import sample_rate_from_factors
 from .selectors import SelectorSet, station_pattern_matches
 
@@ -30,6 +29,7 @@ OK = b"OK\r\n"
 ERROR = b"ERROR\r\n"
 END = b"END"
 BATCH_PACKETS = 256            # packets per transport write when a client is behind
+LINES_PER_TURN = 64            # commands handled per client per loop turn
 
 _BTIME = struct.Struct(">HHBBBxH")
 
@@ -119,18 +119,25 @@ class SubSession:
         self.window_begin = None    # us
         self.window_end = None
         self.end_of_data = False
+        self.match_cache = {}       # stream key -> selector decision
         self.wait_new = False       # FETCH without a start: wait for a new record first
         self.open_streams = set()   # streams seen in a window that have not ended
         self.closed_streams = set()
 
-    def accepts(self, record):
-        if rectypes.is_blank(record):
+    @property
+    def plain(self):
+        """No selectors and no time window: every deliverable record goes."""
+        return not self.selectors and self.window_begin is None and self.window_end is None
+
+    def accepts(self, key, record):
+        """Whether to send a stored record whose stream key is `key`
+        (None: never delivered)."""
+        if key is None:
             return False
-        rtype = rectypes.record_type(record)
-        if rtype is None:
-            return False
-        location, channel = rectypes.location_channel(record)
-        if not self.selectors.matches(location, channel, rtype):
+        match = self.match_cache.get(key)
+        if match is None:
+            match = self.match_cache[key] = self.selectors.matches(*key)
+        if not match:
             return False
         if self.window_begin is None and self.window_end is None:
             return True
@@ -138,7 +145,6 @@ class SubSession:
         if times is None:
             return False
         start, end = times
-        key = (location, channel, rtype)
         if self.window_begin is not None and end < self.window_begin:
             return False
         if self.window_end is not None:
@@ -168,6 +174,7 @@ class SeedLinkProtocol(asyncio.Protocol):
         self.batch = False
         self.extreply = False
         self.paused = False
+        self.reading_paused = False
         self.closed = False
         self.pump_scheduled = False
         self.bad_commands = 0
@@ -214,13 +221,13 @@ class SeedLinkProtocol(asyncio.Protocol):
         # back-pressure both ways: a client that does not read its replies
         # cannot make us buffer more of them
         self.paused = True
-        if not self.closed:
+        if not self.closed and not self.reading_paused:
             self.transport.pause_reading()
+            self.reading_paused = True
 
     def resume_writing(self):
         self.paused = False
-        if not self.closed:
-            self.transport.resume_reading()
+        self._resume_lines()
         self.wake()
 
     def _sub(self, station):
@@ -251,7 +258,20 @@ class SeedLinkProtocol(asyncio.Protocol):
             data = data[:nul]            # SeisComP: a NUL ends what it reads
         self.buf += data
         self.last_activity = time.monotonic()
+        self._handle_lines()
+
+    def _handle_lines(self):
+        # at most LINES_PER_TURN commands per loop turn, and none while our
+        # replies are not being read, so one client cannot starve the others
+        budget = LINES_PER_TURN
         while not self.closed:
+            if self.paused or budget == 0:
+                if not self.reading_paused:
+                    self.transport.pause_reading()
+                    self.reading_paused = True
+                if not self.paused:
+                    asyncio.get_running_loop().call_soon(self._resume_lines)
+                break
             cut = _line_break(self.buf)
             # SeisComP's 1024-byte command buffer: a longer line closes the link
             if (cut < 0 and len(self.buf) > MAX_LINE) or cut > MAX_LINE:
@@ -264,8 +284,17 @@ class SeedLinkProtocol(asyncio.Protocol):
             line = bytes(self.buf[:cut])
             del self.buf[:cut + 1]
             if line:
+                budget -= 1
                 self.handle_line(line)
         self.partial_since = time.monotonic() if self.buf else None
+
+    def _resume_lines(self):
+        if self.closed or self.paused:
+            return
+        if self.reading_paused:
+            self.transport.resume_reading()
+            self.reading_paused = False
+        self._handle_lines()
 
     def handle_line(self, line):
         text = line.decode("latin-1")
@@ -526,9 +555,14 @@ class SeedLinkProtocol(asyncio.Protocol):
                 sub.station.waiters.add(self)
         self.wake()
 
-    def wake(self):
-        """Schedule the pump (called on new records and when writable)."""
-        if self.streaming and not self.pump_scheduled and not self.closed:
+    def wake(self, immediate=False):
+        """Run the pump: at once for new records (saves a loop turn of
+        latency), else scheduled (when writable, or after a batch)."""
+        if not self.streaming or self.pump_scheduled or self.closed:
+            return
+        if immediate and not self.paused:
+            self._pump()
+        else:
             self.pump_scheduled = True
             asyncio.get_running_loop().call_soon(self._pump)
 
@@ -574,10 +608,13 @@ class SeedLinkProtocol(asyncio.Protocol):
         self._check_end()
 
     def _collect(self, sub, limit):
-        """Up to `limit` framed packets for sub, advancing its cursor."""
+        """Up to about `limit` packets for sub as a list of byte strings,
+        advancing its cursor.  Clients without selectors or a window are
+        sent whole slices of the station's shared framed blocks."""
         station = sub.station
         out = []
-        while len(out) < limit and sub.active:
+        sent = 0
+        while sent < limit and sub.active:
             if sub.cursor < station.oldest_position:
                 # lapped out of the buffer: skip ahead, as SeisComP does
                 sub.sequence_gaps += 1
@@ -587,7 +624,30 @@ class SeedLinkProtocol(asyncio.Protocol):
                     sub.active = False       # dial-up: caught up
                     sub.end_of_data = True
                 break
-            packets = station.framed_range(sub.cursor, limit - len(out))
+            blk = station.block(sub.cursor)
+            if blk is not None:
+                first = sub.cursor - blk.start
+                last = min(blk.count, first + limit - sent)
+                if sub.plain and blk.all_deliverable:
+                    out.append(memoryview(blk.data)[first * 520:last * 520])
+                    sent += last - first
+                    sub.txcount += last - first
+                    sub.cursor = blk.start + last
+                else:
+                    data, keys = blk.data, blk.keys
+                    for i in range(first, last):
+                        sub.cursor += 1
+                        packet = data[i * 520:(i + 1) * 520]
+                        if sub.accepts(keys[i], packet[8:]):
+                            out.append(packet)
+                            sent += 1
+                            sub.txcount += 1
+                        if sub.end_of_data:
+                            sub.active = False
+                            break
+                sub.wait_new = False
+                continue
+            packets, keys = station.tail(sub.cursor)
             if not packets:
                 # a hole on disk: continue at the next readable record
                 resumed = station.buffer.resume_position(sub.cursor)
@@ -597,10 +657,12 @@ class SeedLinkProtocol(asyncio.Protocol):
                 sub.cursor = resumed
                 continue
             sub.wait_new = False
-            for packet in packets:
+            plain = sub.plain
+            for packet, key in zip(packets[:limit - sent], keys):
                 sub.cursor += 1
-                if sub.accepts(packet[8:]):
+                if (key is not None) if plain else sub.accepts(key, packet[8:]):
                     out.append(packet)
+                    sent += 1
                     sub.txcount += 1
                 if sub.end_of_data:
                     sub.active = False

@@ -70,6 +70,15 @@ def make_record(network, station, run, index, channel="HHZ", rate=100, nsamp=10)
     return bytes(rec)
 
 
+def poison_record(record):
+    """The record with blockette 1000's next-blockette offset set to 510: a
+    blockette 'starting' 2 bytes before the end of the record.  Odd but
+    harmless for a server that stores records verbatim (SeisComP does)."""
+    rec = bytearray(record)
+    rec[50:52] = struct.pack(">H", 510)
+    return bytes(rec)
+
+
 def record_tag(record):
     """(run, index) of a record made by make_record, or None."""
     m = _TAG.search(record, TAG_OFFSET - 8)
@@ -94,10 +103,15 @@ def plugin_main(argv):
     p.add_argument("--pid-file", default=None, help="append '<pid> <run>' here at start")
     p.add_argument("--done-file", default=None, help="write time.time() here when all sent")
     p.add_argument("--idle", type=float, default=600.0, help="seconds to idle afterwards")
+    p.add_argument("--poison-at", type=int, default=-1,
+                   help="make record I odd (see poison_record), in the first run only")
     p.add_argument("name", nargs="?", help="plugin name (appended by the server)")
     args = p.parse_args(argv)
 
     run = (os.getpid() << 40 | time.time_ns() & ((1 << 40) - 1)) & ((1 << 64) - 1)
+    poison = args.poison_at
+    if poison >= 0 and args.pid_file and plugin_runs(args.pid_file):
+        poison = -1                               # not the first run
     if args.pid_file:
         with open(args.pid_file, "a") as fh:
             fh.write("%d %016x\n" % (os.getpid(), run))
@@ -109,9 +123,12 @@ def plugin_main(argv):
             time.sleep(0.01)
     head = encode_header(MSEED, args.station, "", None, 0, 0, RECORD)
 
+    def record(i):
+        rec = make_record(args.net, args.sta, run, i)
+        return poison_record(rec) if i == poison else rec
+
     def packets(first, n):
-        return b"".join(head + make_record(args.net, args.sta, run, i)
-                        for i in range(first, first + n))
+        return b"".join(head + record(i) for i in range(first, first + n))
 
     sent = 0
     start = time.monotonic()
@@ -144,7 +161,7 @@ def plugin_main(argv):
 # configuration
 
 def plugin_cmd(station_key, sta, *, count, rate=0.0, wait_file=None, pid_file=None,
-               done_file=None, net="XX"):
+               done_file=None, poison_at=-1, net="XX"):
     """The ``cmd`` of a loadgen plugin line (``exec`` so the pid is Python's)."""
     parts = ["exec", sys.executable, os.path.join(HERE, "loadgen.py"), "plugin",
              "--station", station_key, "--net", net, "--sta", sta,
@@ -155,6 +172,8 @@ def plugin_cmd(station_key, sta, *, count, rate=0.0, wait_file=None, pid_file=No
         parts += ["--pid-file", str(pid_file)]
     if done_file:
         parts += ["--done-file", str(done_file)]
+    if poison_at >= 0:
+        parts += ["--poison-at", str(poison_at)]
     return " ".join(parts)
 
 
@@ -411,10 +430,15 @@ def segment_records(station_dir):
     """{position: record} of every complete record in a station's segment files."""
     seg_dir = os.path.join(station_dir, "segments")
     out = {}
+    end = None
     for name in sorted(os.listdir(seg_dir), key=lambda n: int(n, 16)):
         with open(os.path.join(seg_dir, name), "rb") as fh:
             data = fh.read()
         first = int(name, 16)
+        if end is not None and first < end:
+            raise AssertionError("segment files overlap: %s starts at %d, the previous one "
+                                 "ends at %d" % (name, first, end))
+        end = first + len(data) // RECORD
         for i in range(len(data) // RECORD):
             out[first + i] = data[i * RECORD:(i + 1) * RECORD]
     return out

@@ -20,9 +20,9 @@ import pytest
 
 from loadgen import (PACKET, RECORD, StreamReader, command, connect, end_seq, fetch_all,
                      info, is_loadgen, kill_strays, make_ini, make_record, plugin_cmd,
-                     plugin_runs,
-                     record_tag, recv_quiet, recv_until, segment_records, set_linger_rst,
-                     split_packets, vmrss_kb, wait_end_seq, wait_until)
+                     plugin_runs, poison_record, record_tag, recv_quiet, recv_until,
+                     segment_records, set_linger_rst, split_packets, vmrss_kb, wait_end_seq,
+                     wait_until)
 from serverproc import ServerProcess, free_port
 
 SOFTWARE = b"SeedLink v3.3 (2024.020)"
@@ -61,8 +61,10 @@ def log_text(srv):
 def assert_log_clean(srv):
     """No traceback / internal error in the server log."""
     text = log_text(srv)
-    bad = [line for line in text.splitlines()
-           if re.search(r"Traceback|internal error|Fatal error|Exception|Error:", line)]
+    # client request lines echo what clients sent; they do not count
+    request = re.compile(r"seedlink-fast: \d+\.\d+\.\d+\.\d+:\d+ : ")
+    bad = [line for line in text.splitlines() if not request.search(line)
+           and re.search(r"Traceback|internal error|Fatal error|Exception|Error:", line)]
     assert not bad, "server log has errors:\n" + "\n".join(bad[:20])
 
 
@@ -106,6 +108,7 @@ def test_kill9_during_ingest_keeps_delivered_records_and_numbering(tmp_path, ser
     reader.join(5)
     assert not reader.is_alive() and reader.eof, "client not disconnected by the kill"
     assert reader.error is None
+    reader.stop()
     seen = reader.snapshot()
     assert [s for s, _ in seen] == list(range(len(seen)))
 
@@ -153,7 +156,6 @@ def test_kill9_during_ingest_keeps_delivered_records_and_numbering(tmp_path, ser
         assert rec == fetched[seq][1]
     assert tags(r for _, r in got[k - (last + 1):]) == \
         [(run2, i) for i in range(len(got) - (k - (last + 1)))]
-    assert "no buffer.xml" in log_text(srv2) or "unclean" in log_text(srv2)
     assert_log_clean(srv2)
 
 
@@ -211,6 +213,7 @@ def test_kill9_across_the_sequence_wrap_with_rotation(tmp_path, servers):
     assert reader.wait_count(500, 10) >= 500
     kill9(srv)
     reader.join(5)
+    reader.stop()
     seen = reader.snapshot()
     seqs = [q for q, _ in seen]
     assert seqs == [(0xFFFFF0 + i) % (1 << 24) for i in range(len(seen))]
@@ -248,6 +251,55 @@ def test_kill9_across_the_sequence_wrap_with_rotation(tmp_path, servers):
     run2 = plugin_runs(pids)[1][1]
     assert tags(r for _, r in got[stored:]) == [(run2, i) for i in range(len(got) - stored)]
     assert_log_clean(srv2)
+
+
+def test_odd_plugin_record_keeps_disk_and_numbering_consistent(tmp_path, servers):
+    """A plugin record whose blockette chain points at the last bytes of the
+    record (SeisComP stores it verbatim; it is just not deliverable) must not
+    make the station's numbering and its segment files disagree, neither
+    while running nor across a restart."""
+    port = free_port()
+    pids = tmp_path / "odd.pids"
+    cmd = plugin_cmd("XX.ODD", "ODD", count=300, rate=0, pid_file=pids, poison_at=100)
+    ini = make_ini(tmp_path, port, plugins=[("odd", cmd, "start_retry = 1")],
+                   stations=[("XX.ODD", "")], segsize=100, segments=20, buffers=50)
+    srv = servers(ini, port)
+    assert wait_end_seq(port, "ODD", 100, 10) >= 100
+    srv.wait_settled(stable=1.5, timeout=15)
+    station = str(tmp_path / "buffer" / "XX.ODD")
+    disk = segment_records(station)
+    numbered = end_seq(port, "ODD")
+    run1 = plugin_runs(pids)[0][1]
+    assert tags(disk[p] for p in range(100)) == [(run1, i) for i in range(100)]
+    assert len(disk) == numbered, \
+        "segment files hold %d records but the server numbers %d" % (len(disk), numbered)
+    fetched = fetch_all(port, "ODD", "XX", 0)
+    wrong = [q for q, r in fetched if disk.get(q) != r]
+    assert not wrong, "served records differ from the disk at %s" % wrong[:10]
+    assert srv.stop() == 0
+    srv2 = servers(ini, port)
+    assert fetch_all(port, "ODD", "XX", 0)[:len(fetched)] == fetched
+    assert srv2.proc.poll() is None
+
+
+def test_crash_recovery_index_rebuild_survives_an_odd_record(tmp_path, servers):
+    """After a crash (no buffer.xml) the stream index is rebuilt from every
+    record on disk; an odd record there (see poison_record) must not keep the
+    server from starting."""
+    port = free_port()
+    station = tmp_path / "buffer" / "XX.ODD"
+    (station / "segments").mkdir(parents=True)
+    recs = [make_record("XX", "ODD", 0xABC, i) for i in range(20)]
+    recs[7] = poison_record(recs[7])
+    (station / "segments" / ("%016X" % 0)).write_bytes(b"".join(recs))
+    cmd = plugin_cmd("XX.ODD", "ODD", count=10, rate=0, pid_file=tmp_path / "odd2.pids")
+    ini = make_ini(tmp_path, port, plugins=[("odd", cmd, "start_retry = 0")],
+                   stations=[("XX.ODD", "")], segsize=100, segments=20, buffers=50)
+    srv = servers(ini, port)
+    assert wait_end_seq(port, "ODD", 30, 10) == 30
+    fetched = fetch_all(port, "ODD", "XX", 0)
+    assert [r for _, r in fetched[:7]] == recs[:7] and [r for _, r in fetched[7:19]] == recs[8:]
+    assert srv.proc.poll() is None
 
 
 # ---------------------------------------------------------------------------
@@ -390,7 +442,7 @@ def test_pipelined_command_flood_from_a_non_reader_is_bounded(tmp_path, servers)
 
     def sender():
         view = memoryview(payload)
-        flood.settimeout(8)
+        flood.settimeout(6)
         try:
             while view:
                 k = flood.send(view)
@@ -402,7 +454,7 @@ def test_pipelined_command_flood_from_a_non_reader_is_bounded(tmp_path, servers)
     thread = threading.Thread(target=sender, daemon=True)
     thread.start()
     latencies, rss = [], [rss0]
-    deadline = time.monotonic() + 6
+    deadline = time.monotonic() + 4
     try:
         while time.monotonic() < deadline:
             t = time.monotonic()
@@ -419,7 +471,9 @@ def test_pipelined_command_flood_from_a_non_reader_is_bounded(tmp_path, servers)
     growth_mb = (max(rss) - rss0) / 1024
     print("flood: sent %d bytes, max HELLO latency %.2f s, RSS +%.0f MB"
           % (sent[0], max(latencies), growth_mb))
-    assert max(latencies) < 1.0, "HELLO took %.1f s during another client's flood" % max(
+    # SeisComP reads at most 1024 bytes of commands per client and loop turn;
+    # a quarter of a second is a generous bound for "promptly"
+    assert max(latencies) < 0.25, "HELLO took %.2f s during another client's flood" % max(
         latencies)
     assert growth_mb < 40, "server RSS grew by %.0f MB buffering answers" % growth_mb
     assert srv.proc.poll() is None
@@ -574,7 +628,7 @@ def test_abrupt_disconnects_leave_other_clients_and_no_leaks(tmp_path, servers):
             buf, eof = recv_until(s, lambda b: False, timeout=5)
             s.close()
             assert eof, "server kept streaming to a half-closed connection"
-            assert len(buf) % PACKET == 0
+            split_packets(buf[:len(buf) // PACKET * PACKET])        # data packets only
         for buf in half_closed_output:
             # nothing, or a prefix of "OK OK <packets> END"
             assert buf == b"OK\r\nOK\r\n"[:len(buf)] or buf.startswith(b"OK\r\nOK\r\nSL"), buf[:40]
@@ -702,6 +756,11 @@ def test_fuzz_command_lines(tmp_path, servers):
     @hypothesis.settings(max_examples=300, deadline=None, database=None,
                          suppress_health_check=list(hypothesis.HealthCheck))
     @hypothesis.given(payload)
+    @hypothesis.example(b"STATION BULK XX\r\nFETCH 0007C8\r\nEND\r\n")
+    @hypothesis.example(b"BATCH\r\nSTATION BULK XX\r\nSELECT \xff\r\nDATA 0007CC\r\nEND\r\n")
+    @hypothesis.example(b"HELLO\r\nCAT\r\nINFO ALL\r\nINFO nope\r\n\x00BYE\r\n")
+    @hypothesis.example(b"FETCH\r\nHELLO\r\nBYE\r\n")
+    @hypothesis.example(b"\r\n\n\r:::   ::\r\n" + bytes(range(1, 256)))
     def check(data):
         stats["examples"] += 1
         # INFO answers to expect at most: the payload's and the sentinels'
@@ -758,7 +817,7 @@ def test_fuzz_command_lines(tmp_path, servers):
     check()
     print("fuzz:", stats)
     assert stats["examples"] >= 200
-    for kind in ("ERROR", "OK", "DATA"):
+    for kind in ("ERROR", "OK", "HELLO", "CAT", "DATA", "END", "SLINFOERR"):
         assert stats["elements"].get(kind, 0) > 0, "fuzzing never produced %s" % kind
     assert srv.proc.poll() is None
     assert_log_clean(srv)

@@ -634,17 +634,10 @@ class SeedLinkProtocol(asyncio.Protocol):
                     sub.txcount += last - first
                     sub.cursor = blk.start + last
                 else:
-                    data, keys = blk.data, blk.keys
-                    for i in range(first, last):
-                        sub.cursor += 1
-                        packet = data[i * 520:(i + 1) * 520]
-                        if sub.accepts(keys[i], packet[8:]):
-                            out.append(packet)
-                            sent += 1
-                            sub.txcount += 1
-                        if sub.end_of_data:
-                            sub.active = False
-                            break
+                    data = blk.data
+                    sent += self._filter(sub, [data[i * 520:(i + 1) * 520]
+                                               for i in range(first, last)],
+                                         blk.keys[first:last], out)
                 sub.wait_new = False
                 continue
             packets, keys = station.tail(sub.cursor)
@@ -657,17 +650,25 @@ class SeedLinkProtocol(asyncio.Protocol):
                 sub.cursor = resumed
                 continue
             sub.wait_new = False
-            plain = sub.plain
-            for packet, key in zip(packets[:limit - sent], keys):
-                sub.cursor += 1
-                if (key is not None) if plain else sub.accepts(key, packet[8:]):
-                    out.append(packet)
-                    sent += 1
-                    sub.txcount += 1
-                if sub.end_of_data:
-                    sub.active = False
-                    break
+            sent += self._filter(sub, packets[:limit - sent], keys, out)
         return out
+
+    @staticmethod
+    def _filter(sub, packets, keys, out):
+        """Append the packets sub accepts to out, advancing its cursor past
+        every packet looked at; returns how many were appended."""
+        sent = 0
+        plain = sub.plain
+        for packet, key in zip(packets, keys):
+            sub.cursor += 1
+            if (key is not None) if plain else sub.accepts(key, packet[8:]):
+                out.append(packet)
+                sent += 1
+            if sub.end_of_data:
+                sub.active = False
+                break
+        sub.txcount += sent
+        return sent
 
     def _check_end(self):
         if self.end_sent or not self.streaming:

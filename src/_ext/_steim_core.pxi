@@ -47,6 +47,78 @@ cdef extern from *:
     }
     static inline uint32_t sl_bswap32(uint32_t v) { return __builtin_bswap32(v); }
 
+    /* Differences (two's complement wrap-around) and their fit categories
+       for n samples, the first against prev.  Written as independent
+       compares so that the compiler vectorises both loops.  Returns the
+       number of Steim2 differences that need clamping (category 0). */
+    static inline int sl_diffs_categories(const int32_t *restrict x, int n, int32_t prev,
+                                          int32_t *restrict d, uint8_t *restrict cat,
+                                          int level) {
+        int i, wide = 0;
+        if (n <= 0) return 0;
+        d[0] = (int32_t)((uint32_t)x[0] - (uint32_t)prev);
+        for (i = 1; i < n; i++)
+            d[i] = (int32_t)((uint32_t)x[i] - (uint32_t)x[i - 1]);
+        if (level == 2) {
+            for (i = 0; i < n; i++) {
+                uint32_t m = (uint32_t)d[i] ^ (uint32_t)(d[i] >> 31);
+                int c = 7 - (m > 7) - (m > 15) - (m > 31) - (m > 127) - (m > 511)
+                          - (m > 16383) - (m > 536870911);
+                cat[i] = (uint8_t)c;
+                wide += (c == 0);
+            }
+        } else {
+            for (i = 0; i < n; i++) {
+                uint32_t m = (uint32_t)d[i] ^ (uint32_t)(d[i] >> 31);
+                cat[i] = (uint8_t)(4 - 2 * (m > 127) - (m > 32767));
+            }
+        }
+        return wide;
+    }
+
+    /* The packing trigger for a word starting at categories c[0..]: the
+       first n (1..8) with n >= min(cap0, c[0..n-1]), among the first
+       `avail` categories; 0 when there is none.  *mn receives that prefix
+       minimum.  Branch-free SWAR: byte-wise prefix minimum in three steps,
+       then one compare against 1..8 and a count of trailing zeros. */
+    #include <string.h>
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline int sl_trigger(const uint8_t *c, int avail, int cap0, int *mn) {
+        uint64_t raw, lanes;
+        if (c[0] == 1 && avail > 0) { *mn = 1; return 1; }   /* a 30-bit difference */
+        memcpy(&raw, c, 8);
+        __m128i pm = _mm_cvtsi64_si128((long long)raw);
+        pm = _mm_min_epu8(pm, _mm_or_si128(_mm_slli_epi64(pm, 8), _mm_cvtsi32_si128(0xFF)));
+        pm = _mm_min_epu8(pm, _mm_or_si128(_mm_slli_epi64(pm, 16), _mm_cvtsi32_si128(0xFFFF)));
+        pm = _mm_min_epu8(pm, _mm_or_si128(_mm_slli_epi64(pm, 32),
+                                           _mm_cvtsi64_si128(0xFFFFFFFFLL)));
+        pm = _mm_min_epu8(pm, _mm_set1_epi8((char)cap0));
+        const __m128i idx = _mm_setr_epi8(1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 9, 9, 9, 9, 9);
+        int lim = avail < 8 ? avail : 8;
+        int bits = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(idx, pm), idx));
+        bits &= (1 << lim) - 1;
+        lanes = (uint64_t)_mm_cvtsi128_si64(pm);
+        if (!bits) {
+            *mn = lim > 0 ? (int)((lanes >> (8 * (lim - 1))) & 0xFF) : cap0;
+            return 0;
+        }
+        int k = __builtin_ctz(bits);
+        *mn = (int)((lanes >> (8 * k)) & 0xFF);
+        return k + 1;
+    }
+    #else
+    static inline int sl_trigger(const uint8_t *c, int avail, int cap0, int *mn) {
+        int n, m = cap0, lim = avail < 8 ? avail : 8;
+        for (n = 0; n < lim; n++) {
+            if (c[n] < m) m = c[n];
+            if (n + 1 >= m) { *mn = m; return n + 1; }
+        }
+        *mn = m;
+        return 0;
+    }
+    #endif
+
     /* SeisComP's clock arithmetic (slutils qtime add_dtime and SPClock),
        reproduced operation for operation because record start times come
        from it: a time is (seconds since the epoch, microseconds), adding a
@@ -73,6 +145,9 @@ cdef extern from *:
     const uint8_t *SL_STEIM1_CAT
     int sl_signed_bits(int32_t v) noexcept nogil
     uint32_t sl_bswap32(uint32_t v) noexcept nogil
+    int sl_trigger(const uint8_t *c, int avail, int cap0, int *mn) noexcept nogil
+    int sl_diffs_categories(const int32_t *x, int n, int32_t prev, int32_t *d, uint8_t *cat,
+                            int level) noexcept nogil
     ctypedef struct sl_time_t:
         int64_t sec
         int usec
@@ -137,7 +212,7 @@ ctypedef struct steim_enc_t:
     # scratch for one block: pending + new differences
     int32_t sd[STEIM_BLOCK + 8]
     int32_t ss[STEIM_BLOCK + 8]
-    uint8_t sc[STEIM_BLOCK + 8]
+    uint8_t sc[STEIM_BLOCK + 16]    # +8 slack: the trigger search reads 8 at a time
 
 
 cdef int steim_enc_init(steim_enc_t *enc, int level, int nframes, int32_t prev_sample) noexcept nogil:
@@ -288,22 +363,14 @@ cdef Py_ssize_t _pack_block(steim_enc_t *enc, int m, int flushing, uint8_t *out,
     maxw = 7 if enc.level == 2 else 4
     while p < m:
         cap0 = 4 if (enc.first_word and enc.level == 2) else maxw
-        mn = cap0
-        n = 0
-        # find the trigger point: first n with n >= min category
-        while p + n < m:
-            cat = enc.sc[p + n]
-            if cat < mn:
-                mn = cat
-            n += 1
-            if n >= mn:
-                break
-        if n < mn:
+        # the trigger point: first n with n >= the minimum category so far
+        n = sl_trigger(&enc.sc[p], m - p, cap0, &mn)
+        if n == 0:
             # not triggered: the rest waits for more samples, or is flushed
             if not flushing:
                 break
-            k = n
-            used = n
+            k = m - p
+            used = k
             t = m - 1
         else:
             k = n
@@ -352,19 +419,15 @@ cdef Py_ssize_t steim_enc_push(steim_enc_t *enc, const int32_t *x, Py_ssize_t n,
             enc.sc[i] = enc.pend_c[i]
         j = <int>(n - done) if n - done < STEIM_BLOCK else STEIM_BLOCK
         prev = enc.last_sample
-        for i in range(j):
-            d = _wrap_sub(x[done + i], prev)
-            prev = x[done + i]
-            enc.sd[m + i] = d
-            enc.ss[m + i] = prev
-            enc.sc[m + i] = table[sl_signed_bits(d)]
-        if enc.level == 2:
+        memcpy(&enc.ss[m], &x[done], j * sizeof(int32_t))
+        if sl_diffs_categories(&x[done], j, prev, &enc.sd[m], &enc.sc[m], enc.level):
             # clamp what Steim2 cannot hold (category 0), as SeisComP does
             for i in range(m, m + j):
                 if enc.sc[i] == 0:
                     enc.sd[i] = STEIM2_MIN if enc.sd[i] < 0 else STEIM2_MAX
                     enc.sc[i] = 1
                     enc.nclamped += 1
+        prev = x[done + j - 1]
         enc.last_sample = prev
         enc.nstored += j
         done += j

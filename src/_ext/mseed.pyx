@@ -177,11 +177,14 @@ cdef class RecordPacker:
                 nrec = steim_enc_flush(self.enc, self.scratch, self.infos)
                 flush = False
             if nrec:
-                PyByteArray_Resize(out, used + nrec * self.record_length)
+                if used + nrec * self.record_length > len(out):
+                    # grow geometrically: few reallocations, no per-slice copies
+                    PyByteArray_Resize(out, max(used + nrec * self.record_length, 2 * len(out)))
                 dst = <uint8_t *>PyByteArray_AS_STRING(out) + used
                 for r in range(nrec):
                     self._emit_one(r, dst + r * self.record_length)
                 used += nrec * self.record_length
+        PyByteArray_Resize(out, used)
         return bytes(out)
 
     def flush(self):

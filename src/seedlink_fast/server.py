@@ -16,7 +16,7 @@ import signal
 import time
 
 from . import info as infodoc
-from . import records as rectypes
+from ._ext.packets import frame_records
 from .buffer import StationBuffer
 from .inifile import parse_ip_acl
 from .session import SEQ_MOD, SOFTWARE, SeedLinkProtocol, SessionLimits
@@ -54,33 +54,40 @@ class IPACL:
         return any((addr ^ rule_ip) & mask == 0 for rule_ip, mask in self.rules)
 
 
-def stream_key(record):
-    """(location, channel, type) of a deliverable record, None for a record
-    SeisComP never delivers (blank, or type not determinable).  Computed once
-    per stored record and shared by every client."""
-    if rectypes.is_blank(record):
-        return None
-    rtype = rectypes.record_type(record)
-    if rtype is None:
-        return None
-    location, channel = rectypes.location_channel(record)
-    return location, channel, rtype
+def _keys(data, kinds):
+    """Stream keys (location, channel, type) of framed packets; None for a
+    record SeisComP never delivers."""
+    keys = []
+    for i, kind in enumerate(kinds):
+        if kind == 0:
+            keys.append(None)
+        else:
+            base = i * 520 + 8
+            keys.append((data[base + 13:base + 15].decode("latin-1").rstrip(" "),
+                         data[base + 15:base + 18].decode("latin-1").rstrip(" "),
+                         chr(kind)))
+    return keys
 
 
 class PacketBlock:
-    """BLOCK consecutive records framed once (``SL`` header + record) and
-    joined, with each record's stream key: what every client at these
-    positions is sent."""
+    """Consecutive records framed once (``SL`` header + record, in C) and
+    joined: what every client at these positions is sent.  Stream keys are
+    worked out only when a client with selectors or a window asks."""
 
-    __slots__ = ("start", "count", "data", "keys", "all_deliverable")
+    __slots__ = ("start", "count", "data", "kinds", "all_deliverable", "_keys")
 
     def __init__(self, start, records):
         self.start = start
         self.count = len(records)
-        self.data = b"".join([b"SL%06X" % ((start + i) % SEQ_MOD) + rec
-                              for i, rec in enumerate(records)])
-        self.keys = [stream_key(rec) for rec in records]
-        self.all_deliverable = None not in self.keys
+        self.data, self.kinds = frame_records(start, records)
+        self.all_deliverable = self.kinds.find(b"\0") < 0
+        self._keys = None
+
+    @property
+    def keys(self):
+        if self._keys is None:
+            self._keys = _keys(self.data, self.kinds)
+        return self._keys
 
 
 class Station:
@@ -118,9 +125,12 @@ class Station:
             if len(records) != nxt - self._tail_start:
                 self._tail_start = nxt      # the start of the block is gone
                 return
-            for i, rec in enumerate(records):
-                self._tail.append(b"SL%06X" % ((self._tail_start + i) % SEQ_MOD) + rec)
-                self._tail_keys.append(stream_key(rec))
+            self._extend_tail(self._tail_start, records)
+
+    def _extend_tail(self, first, records):
+        data, kinds = frame_records(first, records)
+        self._tail.extend([data[i * 520:(i + 1) * 520] for i in range(len(records))])
+        self._tail_keys.extend(_keys(data, kinds))
 
     @property
     def next_position(self):
@@ -135,14 +145,17 @@ class Station:
         if first != self._tail_start + len(self._tail):
             self._reset_tail()
         else:
-            for i, rec in enumerate(records):
-                pos = first + i
-                if pos % self.BLOCK == 0 and self._tail:
-                    self._tail = []
-                    self._tail_keys = []
-                    self._tail_start = pos
-                self._tail.append(b"SL%06X" % (pos % SEQ_MOD) + rec)
-                self._tail_keys.append(stream_key(rec))
+            end = first + len(records)
+            boundary = end - end % self.BLOCK
+            if boundary > self._tail_start:
+                # a block boundary was crossed: the tail restarts there
+                self._tail = []
+                self._tail_keys = []
+                self._tail_start = boundary
+                records = records[boundary - first:]
+                first = boundary
+            if records:
+                self._extend_tail(first, records)
         for client in list(self.waiters):
             client.wake(immediate=True)
         return first

@@ -239,16 +239,19 @@ class Server:
     # -- policy ----------------------------------------------------------------------
 
     def client_class(self, ip):
-        """(trusted, info level index, window extraction allowed) for a client."""
+        """(trusted, info level index, window extraction allowed, WebSocket
+        allowed) for a client, fixed at accept time as SeisComP does."""
         g = self.config.globals
         trusted = self.trusted.allows(ip)
         level = INFO_LEVELS.index(g.info)
         if trusted:
             level = max(level, INFO_LEVELS.index(g.info_trusted))
             window = g.window_extraction or g.window_extraction_trusted
+            ws = g.websocket or g.websocket_trusted
         else:
             window = g.window_extraction
-        return trusted, level, window
+            ws = g.websocket
+        return trusted, level, window, ws
 
     def admit(self, client):
         g = self.config.globals
@@ -315,12 +318,15 @@ class Server:
     def cat_response(self, ip):
         return infodoc.cat_response([s for s in self.stations if s.access.allows(ip)])
 
+    def cat_chunks(self, ip):
+        return infodoc.cat_chunks([s for s in self.stations if s.access.allows(ip)])
+
     def capability_config(self):
         g = self.config.globals
         return infodoc.CapabilityConfig(
             info=g.info, info_trusted=g.info_trusted, window_extraction=g.window_extraction,
-            window_extraction_trusted=g.window_extraction_trusted, websocket=False,
-            websocket_trusted=False)
+            window_extraction_trusted=g.window_extraction_trusted, websocket=g.websocket,
+            websocket_trusted=g.websocket_trusted)
 
     def info_response(self, level, client):
         """The SLINFO packets answering INFO level for a client."""

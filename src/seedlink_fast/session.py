@@ -17,6 +17,7 @@ import struct
 import time
 
 from .mseed import sample_rate_from_factors
+from . import websocket
 from .selectors import SelectorSet, station_pattern_matches
 
 log = logging.getLogger("seedlink_fast.session")
@@ -175,6 +176,10 @@ class SeedLinkProtocol(asyncio.Protocol):
         self.extreply = False
         self.paused = False
         self.reading_paused = False
+        self.ws = None                  # None, "handshake" or "open"
+        self.ws_handshake = None
+        self.commands_seen = 0
+        self.after_cr = False
         self.closed = False
         self.pump_scheduled = False
         self.bad_commands = 0
@@ -206,7 +211,8 @@ class SeedLinkProtocol(asyncio.Protocol):
             except OSError:
                 pass
         transport.set_write_buffer_limits(high=1 << 20, low=1 << 18)
-        self.trusted, self.info_level, self.window_ok = self.server.client_class(self.peer[0])
+        self.trusted, self.info_level, self.window_ok, self.websocket_ok = \
+            self.server.client_class(self.peer[0])
         default = self.server.default_station()
         if default is not None:
             self.current = self._sub(default)
@@ -237,7 +243,19 @@ class SeedLinkProtocol(asyncio.Protocol):
         return sub
 
     def _write(self, data):
+        """One message: a reply, END, a CAT chunk (one WebSocket frame)."""
         if not self.closed:
+            self.transport.write(websocket.frame(data) if self.ws == "open" else data)
+
+    def _write_packets(self, data):
+        """Concatenated 520-byte packets (one WebSocket frame each)."""
+        if self.closed:
+            return
+        if self.ws == "open":
+            view = memoryview(data)
+            self.transport.write(b"".join(websocket.frame(view[i:i + 520])
+                                          for i in range(0, len(view), 520)))
+        else:
             self.transport.write(data)
 
     def _reply(self, ok, code="", text=""):
@@ -253,12 +271,38 @@ class SeedLinkProtocol(asyncio.Protocol):
     # -- command input -------------------------------------------------------------
 
     def data_received(self, data):
+        self.last_activity = time.monotonic()
+        if self.ws == "open":
+            self._websocket_data(data)
+            return
         nul = data.find(b"\0")
         if nul >= 0:
             data = data[:nul]            # SeisComP: a NUL ends what it reads
         self.buf += data
-        self.last_activity = time.monotonic()
         self._handle_lines()
+
+    def _websocket_data(self, data):
+        self.buf += data
+        try:
+            frames = websocket.parse_frames(self.buf)
+        except websocket.WebSocketError as exc:
+            log.info("%s:%d : websocket: %s", self.peer[0], self.peer[1], exc)
+            self.transport.close()
+            self.closed = True
+            return
+        for opcode, payload in frames:
+            if self.closed:
+                return
+            if opcode == websocket.OP_CLOSE:
+                self.transport.write(b"\x88\x00")
+                self.transport.close()
+                self.closed = True
+            elif opcode == websocket.OP_PING:
+                self.transport.write(websocket.frame(payload, websocket.OP_PONG))
+            elif opcode in (websocket.OP_TEXT, websocket.OP_BINARY):
+                line = payload.rstrip(b"\r\n")
+                if line:
+                    self.handle_line(line)
 
     def _handle_lines(self):
         # at most LINES_PER_TURN commands per loop turn, and none while our
@@ -281,11 +325,29 @@ class SeedLinkProtocol(asyncio.Protocol):
                 return
             if cut < 0:
                 break
+            if cut == 0 and self.buf[0] == 10 and self.after_cr:
+                # the LF of a CR LF split across reads
+                del self.buf[:1]
+                self.after_cr = False
+                continue
             line = bytes(self.buf[:cut])
-            del self.buf[:cut + 1]
-            if line:
+            ending = self.buf[cut]
+            if ending == 13 and cut + 1 < len(self.buf) and self.buf[cut + 1] == 10:
+                del self.buf[:cut + 2]
+                self.after_cr = False
+            else:
+                del self.buf[:cut + 1]
+                self.after_cr = ending == 13
+            if line or self.ws == "handshake":
                 budget -= 1
                 self.handle_line(line)
+                if self.ws == "open":
+                    # frames may already follow the handshake
+                    rest = bytes(self.buf)
+                    del self.buf[:]
+                    if rest:
+                        self._websocket_data(rest)
+                    return
         self.partial_since = time.monotonic() if self.buf else None
 
     def _resume_lines(self):
@@ -299,10 +361,20 @@ class SeedLinkProtocol(asyncio.Protocol):
     def handle_line(self, line):
         text = line.decode("latin-1")
         tokens = [t for t in text.replace(":", " ").split(" ") if t]
+        if self.ws == "handshake":
+            self._handshake_line(tokens)
+            return
         if not tokens:
             return
         command = tokens[0].upper()
         args = tokens[1:]
+        self.commands_seen += 1
+        if command == "GET" and self.commands_seen == 1 and self.websocket_ok and \
+                self.ws is None:
+            # a WebSocket upgrade, only as the very first line (docs §2.13)
+            self.ws = "handshake"
+            self.ws_handshake = websocket.Handshake()
+            return
         handler = getattr(self, "cmd_" + command, None)
         if handler is None:
             self._invalid(text, "UNSUPPORTED", "unknown command")
@@ -322,6 +394,18 @@ class SeedLinkProtocol(asyncio.Protocol):
                 self.closed = True
         else:
             self.bad_commands = 0
+
+    def _handshake_line(self, tokens):
+        try:
+            done = self.ws_handshake.line(tokens)
+        except websocket.WebSocketError as exc:
+            log.info("%s:%d : websocket: %s", self.peer[0], self.peer[1], exc)
+            self.transport.close()
+            self.closed = True
+            return
+        if done:
+            self.transport.write(self.ws_handshake.reply())
+            self.ws = "open"
 
     def _invalid(self, text, code, reason):
         log.info("%s:%d : invalid request: %s", self.peer[0], self.peer[1], text[:80])
@@ -367,7 +451,14 @@ class SeedLinkProtocol(asyncio.Protocol):
         if args:
             self._reply(False, "ARGUMENTS", "CAT takes no arguments")
             return False
-        self._write(self.server.cat_response(self.peer[0]))
+        if self.ws == "open":
+            chunks = self.server.cat_chunks(self.peer[0])
+            for chunk in chunks:
+                self._write(chunk)
+            if chunks:
+                self._write(END)
+        else:
+            self._write(self.server.cat_response(self.peer[0]))
         return True
 
     def cmd_BYE(self, args):
@@ -542,7 +633,7 @@ class SeedLinkProtocol(asyncio.Protocol):
         if len(args) != 1:
             self._reply(False, "ARGUMENTS", "INFO takes one level")
             return False
-        self._write(self.server.info_response(args[0], self))
+        self._write_packets(self.server.info_response(args[0], self))
         return True
 
     # -- streaming -------------------------------------------------------------------
@@ -584,7 +675,7 @@ class SeedLinkProtocol(asyncio.Protocol):
             for sub in active:
                 chunks.extend(self._collect(sub, BATCH_PACKETS // len(active) or 1))
             if chunks:
-                self._write(b"".join(chunks))
+                self._write_packets(b"".join(chunks))
             if not chunks or all(not s.active or s.cursor >= s.station.next_position
                                  for s in active):
                 break
@@ -601,7 +692,7 @@ class SeedLinkProtocol(asyncio.Protocol):
         for sub in [s for s in self.subs.values() if s.active]:
             packets = self._collect(sub, 1)
             if packets:
-                self._write(packets[0])
+                self._write_packets(packets[0])
                 self.pump_scheduled = True
                 asyncio.get_running_loop().call_later(520.0 / bytespersec, self._pump)
                 return

@@ -45,7 +45,8 @@ def add_subparser(sub):
     p.add_argument("-v", action="count", default=0, help="more log output (repeatable)")
     p.add_argument("--verbosity", type=int, default=None, help="log verbosity 0-4")
     p.add_argument("-D", "--daemon", action="store_true",
-                   help="accepted for SeisComP compatibility; logs still go to stderr")
+                   help="log to syslog (facility LOCAL0) as SeisComP does in daemon mode; "
+                        "the process stays in the foreground (use your service manager)")
     p.add_argument("--bind", default=None, metavar="ADDR",
                    help="listen address (default: 0.0.0.0 with -f, else 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default: from the ini)")
@@ -70,10 +71,28 @@ def _log_level(args):
         min(level, 3), logging.DEBUG)
 
 
+def _log_to_syslog():
+    import logging.handlers
+
+    try:
+        handler = logging.handlers.SysLogHandler(
+            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_LOCAL0)
+    except OSError as exc:
+        log.warning("syslog not available (%s); logging to stderr", exc)
+        return
+    handler.setFormatter(logging.Formatter("seedlink-fast: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+
+
 def run(args):
     from .server import Server
 
     logging.getLogger().setLevel(_log_level(args))
+    if args.daemon:
+        _log_to_syslog()
     try:
         if args.config_file:
             config = load_ini(args.config_file, section=args.section)

@@ -435,6 +435,8 @@ class SeedLinkProtocol(asyncio.Protocol):
         first = SOFTWARE
         if self.server.hello_capabilities:
             first += " :: " + CAPABILITIES_31
+            if self.websocket_ok:
+                first += " WS:13"
         description = sub.station.description if sub is not None else self.server.organization
         if not self.batch:
             self._write(("%s\r\n%s\r\n" % (first, description)).encode("latin-1", "replace"))

@@ -1,8 +1,8 @@
 # Steim1 / Steim2 codec core, shared by the kernels that `include` it.
 #
 # Everything here is C-level (structs and noexcept nogil functions); no cdef
-# classes, so that several extension modules can include it (see
-# docs/architecture.md, "kernels and include files").
+# classes, so that several extension modules can include it (README,
+# "Architecture": cdef classes cannot be cimported across these modules).
 #
 # The encoder reproduces the packing of SeisComP's seedlink encoders word for
 # word, because SeedLink clients compare records byte for byte:

@@ -276,15 +276,18 @@ def load_filters(paths: Union[PathArg, Iterable[PathArg]]
     """
     filters: Dict[str, FirFilter] = {}
     for path in split_file_list(paths):
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise ConfigError("cannot open file: %s" % exc.strerror,
-                              path) from None
         # Latin-1 maps every byte, like the byte-oriented C++ reader.
-        parse_filters(data.decode("latin-1"), path, filters)
+        parse_filters(read_config_bytes(path).decode("latin-1"), path, filters)
     return filters
+
+
+def read_config_bytes(path) -> bytes:
+    """A configuration file's bytes; ConfigError naming it if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigError("cannot open file: %s" % exc.strerror, path) from None
 
 
 def default_filters_path() -> Path:

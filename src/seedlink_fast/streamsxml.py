@@ -35,7 +35,7 @@ from fractions import Fraction
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from .errors import ConfigError
-from .firfile import FirFilter, PathArg, split_file_list
+from .firfile import FirFilter, PathArg, read_config_bytes, split_file_list
 
 log = logging.getLogger(__name__)
 
@@ -455,13 +455,7 @@ def load_streams(paths: Union[PathArg, Iterable[PathArg]],
     """
     procs: Dict[str, Proc] = {}
     for path in split_file_list(paths):
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise ConfigError("cannot open file: %s" % exc.strerror,
-                              path) from None
-        parse_streams(data, path, filters, procs)
+        parse_streams(read_config_bytes(path), path, filters, procs)
     return procs
 
 

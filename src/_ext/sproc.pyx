@@ -138,6 +138,10 @@ cdef class TreeInput:
     cdef Py_ssize_t conv_cap
     cdef pending_t *merge
     cdef Py_ssize_t merge_cap
+    # seedlink_fast.backfill.RawBackfill when the station's backfill_buffer
+    # is on: PacketEngine then hands it this input's RawDataTime, RawData and
+    # Flush packets instead of running them (None: the direct C path)
+    cdef public object backfill
 
     def __cinit__(self):
         self.nodes = NULL
@@ -178,6 +182,7 @@ cdef class TreeInput:
         self.gap_warn = gap_warn
         self.gap_flush = gap_flush
         self.gap_reset = gap_reset
+        self.backfill = None
         self.nodes = <node_t *>calloc(n, sizeof(node_t))
         if self.nodes is NULL:
             raise MemoryError()
@@ -486,6 +491,11 @@ cdef class TreeInput:
         self.add_ticks(n, usec_correction, timing_quality)
 
     @property
+    def rate(self):
+        """The input sample rate as (numerator, denominator) Hz."""
+        return (self.root_fn, self.root_fd)
+
+    @property
     def pending_samples(self):
         """Per node: input samples its filter holds, and samples its encoder
         holds outside finished records (exposed for tests)."""
@@ -553,6 +563,16 @@ cdef int _reserve_records(node_t *nd, Py_ssize_t n) except -1:
 def ptime_to_time(int year, int yday, int hour, int minute, int second, int usec):
     """(epoch seconds, usec) of a plugin ptime, as SeisComP's pt_to_it gives it."""
     cdef sl_time_t t = _ptime(year, yday, hour, minute, second, usec)
+    return t.sec, t.usec
+
+
+def add_dtime(sec, int usec, double usecs):
+    """SeisComP's add_dtime on an (epoch seconds, usec) time: add a double
+    number of microseconds, flooring to a whole microsecond."""
+    cdef sl_time_t t
+    t.sec = sec
+    t.usec = usec
+    t = sl_add_dtime(t, usecs)
     return t.sec, t.usec
 
 
@@ -710,7 +730,21 @@ cdef class PacketEngine:
                     obj = self._input(buf[off + 4:off + 24])
                 if obj is not None:
                     tree = <TreeInput>obj
-                    if ptype == PT_RAW_TIME:
+                    if tree.backfill is not None and ptype != PT_GAP:
+                        # backfilling (seedlink_fast.backfill): RawDataGap
+                        # packets still go straight to the tree, as in SeisComP
+                        if ptype == PT_RAW_TIME:
+                            t = _ptime(h[6], h[7], h[8], h[9], h[10], h[11])
+                            tree.backfill.raw_time(
+                                t.sec, t.usec, h[12], h[13],
+                                buf[off + PLUGIN_HEADER:off + PLUGIN_HEADER + payload])
+                            self.samples += size
+                        elif ptype == PT_RAW:
+                            tree.backfill.raw(buf[off + PLUGIN_HEADER:off + PLUGIN_HEADER + payload])
+                            self.samples += size
+                        else:
+                            tree.backfill.flush()
+                    elif ptype == PT_RAW_TIME:
                         t = _ptime(h[6], h[7], h[8], h[9], h[10], h[11])
                         tree.set_time(t, h[12], h[13])
                         tree.send(<const int32_t *>(base + off + PLUGIN_HEADER), size)

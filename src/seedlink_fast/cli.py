@@ -69,8 +69,9 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s - seedlink-fast: %(message)s")
+    # SeisComP's line format: "Sun Nov 22 00:29:05 2026 - seedlink: ..."
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - seedlink-fast: %(message)s",
+                        datefmt="%a %b %d %H:%M:%S %Y")
     return args.func(args) or 0
 
 

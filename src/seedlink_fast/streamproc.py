@@ -9,11 +9,18 @@ One deliberate difference: ``shutdown()`` flushes every encoder, so the
 partial record of every stream is kept.  SeisComP loses them (it does not
 flush station-level stream processors when it stops).  Pass
 ``flush_on_shutdown=False`` for SeisComP's behaviour.
+
+Stations with ``backfill_buffer > 0`` hold back late data as SeisComP does
+(``seedlink_fast.backfill``); at shutdown their held data is committed as
+SeisComP commits it (plugin-level procs and miniSEED input), and, when
+encoders are flushed at shutdown, also that of station-level procs, which
+SeisComP leaves pending.
 """
 import logging
 import os
 
 from ._ext import sproc as _kernel
+from .backfill import MseedBackfill, RawBackfill
 from .firfile import default_filters_path, load_filters
 from .streamsxml import load_streams, resolve_proc
 
@@ -43,6 +50,9 @@ class StationOutput:
         self.network = config.network
         self.records = []
         self.log_sequence = 0
+        # miniSEED backfilling (None: records are stored as they come)
+        self.mseed_backfill = (MseedBackfill(self, config.backfill_buffer)
+                               if config.backfill_buffer > 0 else None)
 
     def log(self, sec, usec, text):
         """A LOG packet: one ASCII record timestamped with the packet time."""
@@ -52,8 +62,12 @@ class StationOutput:
         self.records.append(record)
 
     def mseed(self, record):
-        """A miniSEED packet: stored as it is."""
-        self.records.append(record)
+        """A miniSEED packet: stored as it is (or held back to fill a gap
+        when the station backfills)."""
+        if self.mseed_backfill is None:
+            self.records.append(record)
+        else:
+            self.mseed_backfill.send(record)
 
     def time_gap(self, channel, gap_us, explicit):
         log.warning("%s : %s time gap %.6g seconds (%s)", self.key, channel, gap_us / 1e6,
@@ -156,6 +170,8 @@ class StreamProcessor:
                 level = 2 if st.encoding == "steim2" else 1
                 tree = build_tree_input(out, resolved, level,
                                         (st.proc_gap_warn, st.proc_gap_flush, st.proc_gap_reset))
+                if st.backfill_buffer > 0:
+                    tree.backfill = RawBackfill(tree, st.backfill_buffer, key)
                 self.trees[(key, channel, owner)] = tree
                 return tree
         if not st.proc and not plugin_proc:
@@ -172,12 +188,40 @@ class StreamProcessor:
 
     def shutdown(self):
         """Orderly end: flush every encoder (unless disabled), inputs of each
-        station in name order as SeisComP's flush does."""
-        if not self.flush_on_shutdown:
-            return
-        order = {key: i for i, key in enumerate(self.stations)}
-        for ident in sorted(self.trees, key=lambda k: (order[k[0]], k[1], k[2] or "")):
-            self.trees[ident].flush()
+        station in name order as SeisComP's flush does.
+
+        Stations that backfill first get their held data committed, in
+        SeisComP's order: per plugin-level proc (plugin name order) the held
+        packets of its inputs (input name order), then its encoder flushes;
+        then the held miniSEED records (location+channel order); then, only
+        when encoders are flushed, the station-level proc the same way
+        (SeisComP neither commits nor flushes that one)."""
+        trees = {}
+        for (key, channel, owner), tree in self.trees.items():
+            trees.setdefault(key, []).append((channel, owner, tree))
+        for key, out in self.stations.items():
+            mine = trees.get(key, [])
+            if out.mseed_backfill is not None:
+                self._shutdown_backfilled(out, mine)
+            elif self.flush_on_shutdown:
+                for _, _, tree in sorted(mine, key=lambda t: (t[0], t[1] or "")):
+                    tree.flush()
+
+    def _shutdown_backfilled(self, out, trees):
+        def run(group, flush):
+            group = sorted(group, key=lambda t: t[0])
+            for _, _, tree in group:
+                if tree.backfill is not None:
+                    tree.backfill.commit_pending()
+            if flush:
+                for _, _, tree in group:
+                    tree.flush()
+
+        for owner in sorted({owner for _, owner, _ in trees if owner is not None}):
+            run([t for t in trees if t[1] == owner], self.flush_on_shutdown)
+        out.mseed_backfill.commit_pending()
+        if self.flush_on_shutdown:
+            run([t for t in trees if t[1] is None], True)
 
     def drain(self):
         """Take the records produced since the last drain: {station key: [bytes]}."""

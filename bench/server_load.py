@@ -166,14 +166,7 @@ def raise_nofile(want=None):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def percentile(sorted_vals, p):
-    """Linear-interpolated percentile of an already sorted list."""
-    if not sorted_vals:
-        return None
-    k = (len(sorted_vals) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(sorted_vals) - 1)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
+from seedlink_fast.benchtool.scenarios import percentile  # noqa: E402  (one definition)
 
 
 def summarize_ms(values_ms):

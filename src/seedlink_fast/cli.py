@@ -60,6 +60,9 @@ def build_parser():
 
     serve.add_subparser(sub)
     replay.add_subparser(sub)
+    from .benchtool import cli as bench_cli
+
+    bench_cli.add_subparser(sub)
     return parser
 
 

@@ -190,12 +190,14 @@ class StreamProcessor:
         """Orderly end: flush every encoder (unless disabled), inputs of each
         station in name order as SeisComP's flush does.
 
-        Stations that backfill first get their held data committed, in
+        For a station that backfills, held data is committed too, in
         SeisComP's order: per plugin-level proc (plugin name order) the held
         packets of its inputs (input name order), then its encoder flushes;
         then the held miniSEED records (location+channel order); then, only
         when encoders are flushed, the station-level proc the same way
-        (SeisComP neither commits nor flushes that one)."""
+        (SeisComP neither commits nor flushes that one).  Held data of
+        plugin-level procs and miniSEED input is committed even with
+        ``flush_on_shutdown=False``, as in SeisComP."""
         trees = {}
         for (key, channel, owner), tree in self.trees.items():
             trees.setdefault(key, []).append((channel, owner, tree))

@@ -55,6 +55,7 @@ import struct
 import numpy as np
 
 from ._ext.sproc import add_dtime, ptime_to_time
+from .mseed import sample_rate_from_factors
 from .records import record_type
 
 log = logging.getLogger("seedlink_fast.backfill")
@@ -231,28 +232,13 @@ def _i32(v):
     return (v + 0x80000000) % 0x100000000 - 0x80000000
 
 
-def sample_rate(fact, mult):
-    """SeisComP's packet_sample_rate from the header's rate factor and multiplier."""
-    sf = float(fact)
-    sm = float(mult)
-    if sf > 0 and sm > 0:
-        return sf * sm
-    if sf < 0 and sm < 0:
-        return 1.0 / (sf * sm)
-    if sf > 0 and sm < 0:
-        return -sf / sm
-    if sf < 0 and sm > 0:
-        return -sm / sf
-    return 0.0
-
-
 def record_times(record):
     """(start, end, rate) of a record as SeisComP's packet_begin_time,
     packet_end_time and packet_sample_rate read them; times are
     (epoch seconds, usec)."""
     year, doy, hour, minute, second, fract, nsamples, fact, mult = _TIMES.unpack_from(record, 20)
     stime = ptime_to_time(year, doy, hour, minute, second, fract * 100)
-    rate = sample_rate(fact, mult)
+    rate = sample_rate_from_factors(fact, mult)
     if fact != 0 and mult != 0:
         return stime, add_dtime(stime[0], stime[1], _i32(1000000 * nsamples) / rate), rate
     return stime, stime, rate

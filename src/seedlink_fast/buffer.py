@@ -67,6 +67,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
+from .mseed import sample_rate_from_factors
 from .records import MAX_HEADER_SIZE, RECORD_SIZE, TYPES, record_type
 
 log = logging.getLogger("seedlink_fast.buffer")
@@ -120,7 +121,8 @@ def _is_leap(year):
 _DOY = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
 
 
-def _year_start_days(year):
+def year_start_days(year):
+    """Days from 1970-01-01 to 1 January of year."""
     return _days_from_civil(year, 1, 1)
 
 
@@ -151,21 +153,8 @@ def parse_time(text):
             and 0 <= minute <= 59 and 0 <= sec <= 61 and 0 <= usec <= 999999):
         raise ValueError("time out of range %r" % text)
     doy = _DOY[month - 1] + (_is_leap(year) and month >= 3) + day
-    return ((_year_start_days(year) + doy - 1) * 86400 + (hour * 60 + minute) * 60 + sec) \
+    return ((year_start_days(year) + doy - 1) * 86400 + (hour * 60 + minute) * 60 + sec) \
         * _US + usec
-
-
-def _sample_rate(sf, sm):
-    """packet_sample_rate() of SeisComP (double arithmetic)."""
-    if sf > 0 and sm > 0:
-        return float(sf) * float(sm)
-    if sf < 0 and sm < 0:
-        return 1.0 / (float(sf) * float(sm))
-    if sf > 0 and sm < 0:
-        return -float(sf) / float(sm)
-    if sf < 0 and sm > 0:
-        return -float(sm) / float(sf)
-    return 0.0
 
 
 def _scan_recno(raw):
@@ -813,7 +802,7 @@ class StationBuffer:
         return s
 
     def _day_us(self, year, doy):
-        return (_year_start_days(year) + doy - 1) * _DAY_US
+        return (year_start_days(year) + doy - 1) * _DAY_US
 
     def _index(self, rec, pos):
         """SeisComP's StationMonitor::add_packet for one record; the caller
@@ -870,7 +859,7 @@ class StationBuffer:
             if rf > 0 and rm > 0:
                 d = v / float(rf * rm)
             else:
-                d = v / _sample_rate(rf, rm)
+                d = v / sample_rate_from_factors(rf, rm)
             secs = math.floor((usec + d) / 1000000.0)
             s.end_time_us = start - usec + secs * _US + int(d + (usec - secs * 1000000.0))
         else:

@@ -64,7 +64,7 @@ __all__ = [
 SOFTWARE = "SeedLink v3.3 (2024.020)"
 
 #: INFO level names in permission order (index = level).
-INFO_LEVELS = ("id", "capabilities", "stations", "streams", "gaps", "connections", "all")
+from .inifile import INFO_LEVELS  # noqa: E402  (one list of level names)
 ID, CAPABILITIES, STATIONS, STREAMS, GAPS, CONNECTIONS, ALL = range(7)
 #: What an unknown level name maps to: above every permission.
 UNKNOWN_LEVEL = len(INFO_LEVELS)

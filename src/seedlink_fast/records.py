@@ -57,7 +57,8 @@ def record_type(record):
     return "D"
 
 
-def location_channel(record):
-    """(location, channel) from the fixed header, trailing blanks removed."""
-    return (record[13:15].decode("latin-1").rstrip(" "),
-            record[15:18].decode("latin-1").rstrip(" "))
+def location_channel(record, offset=0):
+    """(location, channel) from the fixed header of the record starting at
+    `offset` in `record`, trailing blanks removed."""
+    return (record[offset + 13:offset + 15].decode("latin-1").rstrip(" "),
+            record[offset + 15:offset + 18].decode("latin-1").rstrip(" "))

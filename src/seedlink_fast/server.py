@@ -17,15 +17,17 @@ import time
 
 from . import info as infodoc
 from ._ext.packets import frame_records
+from .records import location_channel
 from .buffer import StationBuffer
 from .inifile import parse_ip_acl
-from .session import SEQ_MOD, SOFTWARE, SeedLinkProtocol, SessionLimits
+from .buffer import SEQ_MOD
+from .info import SOFTWARE
+from .session import SeedLinkProtocol, SessionLimits
 from .selectors import station_pattern_matches
 from .streamproc import StreamProcessor
 
 log = logging.getLogger("seedlink_fast.server")
 
-INFO_LEVELS = ["id", "capabilities", "stations", "streams", "gaps", "connections", "all"]
 
 
 def _ip_int(ip):
@@ -62,10 +64,7 @@ def _keys(data, kinds):
         if kind == 0:
             keys.append(None)
         else:
-            base = i * 520 + 8
-            keys.append((data[base + 13:base + 15].decode("latin-1").rstrip(" "),
-                         data[base + 15:base + 18].decode("latin-1").rstrip(" "),
-                         chr(kind)))
+            keys.append(location_channel(data, i * 520 + 8) + (chr(kind),))
     return keys
 
 
@@ -219,6 +218,10 @@ class Server:
         self.limits = limits or SessionLimits()
         self.hello_capabilities = hello_capabilities
         self.trusted = IPACL(g.trusted)
+        self.capabilities = infodoc.CapabilityConfig(
+            info=g.info, info_trusted=g.info_trusted, window_extraction=g.window_extraction,
+            window_extraction_trusted=g.window_extraction_trusted, websocket=g.websocket,
+            websocket_trusted=g.websocket_trusted)
         self.started_us = int(time.time() * 1e6)
         self.clients = set()
         self.per_ip = {}
@@ -239,19 +242,9 @@ class Server:
     # -- policy ----------------------------------------------------------------------
 
     def client_class(self, ip):
-        """(trusted, info level index, window extraction allowed, WebSocket
-        allowed) for a client, fixed at accept time as SeisComP does."""
-        g = self.config.globals
-        trusted = self.trusted.allows(ip)
-        level = INFO_LEVELS.index(g.info)
-        if trusted:
-            level = max(level, INFO_LEVELS.index(g.info_trusted))
-            window = g.window_extraction or g.window_extraction_trusted
-            ws = g.websocket or g.websocket_trusted
-        else:
-            window = g.window_extraction
-            ws = g.websocket
-        return trusted, level, window, ws
+        """A client's class (trusted, info level, window extraction,
+        WebSocket), fixed at accept time by SeisComP's rules."""
+        return self.capabilities.client(self.trusted.allows(ip), ip)
 
     def admit(self, client):
         g = self.config.globals
@@ -321,20 +314,13 @@ class Server:
     def cat_chunks(self, ip):
         return infodoc.cat_chunks([s for s in self.stations if s.access.allows(ip)])
 
-    def capability_config(self):
-        g = self.config.globals
-        return infodoc.CapabilityConfig(
-            info=g.info, info_trusted=g.info_trusted, window_extraction=g.window_extraction,
-            window_extraction_trusted=g.window_extraction_trusted, websocket=g.websocket,
-            websocket_trusted=g.websocket_trusted)
-
     def info_response(self, level, client):
         """The SLINFO packets answering INFO level for a client."""
         ctx = infodoc.InfoContext(
             server=infodoc.ServerInfo(SOFTWARE, self.organization, self.started_us),
             stations=[self._info_station(st) for st in self.stations],
-            capabilities=self.capability_config())
-        who = ctx.capabilities.client(client.trusted, client.peer[0])
+            capabilities=self.capabilities)
+        who = self.capabilities.client(client.trusted, client.peer[0])
         return b"".join(infodoc.info_response(level, ctx, who, now_us=int(time.time() * 1e6)))
 
     def _info_station(self, st):

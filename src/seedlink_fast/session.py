@@ -16,16 +16,15 @@ import logging
 import struct
 import time
 
+from .buffer import SEQ_MOD, year_start_days
+from .info import CAPABILITIES_31, SOFTWARE
 from .mseed import sample_rate_from_factors
 from . import websocket
 from .selectors import SelectorSet, station_pattern_matches
 
 log = logging.getLogger("seedlink_fast.session")
 
-SOFTWARE = "SeedLink v3.3 (2024.020)"
-CAPABILITIES_31 = "SLPROTO:3.1 CAP EXTREPLY NSWILDCARD BATCH"
 MAX_LINE = 1023                 # longer command lines close the connection
-SEQ_MOD = 1 << 24
 OK = b"OK\r\n"
 ERROR = b"ERROR\r\n"
 END = b"END"
@@ -62,8 +61,8 @@ def record_times_us(record):
         return None
     if not (1900 <= year <= 2500 and 1 <= doy <= 366):
         return None
-    days = (year - 1970) * 365 + (year - 1969) // 4 - (year - 1901) // 100 + (year - 1601) // 400
-    start = (((days + doy - 1) * 24 + hh) * 60 + mm) * 60 * 10**6 + ss * 10**6 + frac * 100
+    start = (((year_start_days(year) + doy - 1) * 24 + hh) * 60 + mm) * 60 * 10**6 \
+        + ss * 10**6 + frac * 100
     rate = sample_rate_from_factors(fact, mult)
     end = start + (int(nsamp * 10**6 / rate) if rate > 0 else 0)
     return start, end
@@ -211,8 +210,9 @@ class SeedLinkProtocol(asyncio.Protocol):
             except OSError:
                 pass
         transport.set_write_buffer_limits(high=1 << 20, low=1 << 18)
-        self.trusted, self.info_level, self.window_ok, self.websocket_ok = \
-            self.server.client_class(self.peer[0])
+        who = self.server.client_class(self.peer[0])
+        self.trusted, self.info_level = who.trusted, who.info_level
+        self.window_ok, self.websocket_ok = who.window_extraction, who.websocket
         default = self.server.default_station()
         if default is not None:
             self.current = self._sub(default)
@@ -434,7 +434,7 @@ class SeedLinkProtocol(asyncio.Protocol):
             return False
         first = SOFTWARE
         if self.server.hello_capabilities:
-            first += " :: " + CAPABILITIES_31
+            first += " :: " + " ".join(CAPABILITIES_31)
             if self.websocket_ok:
                 first += " WS:13"
         description = sub.station.description if sub is not None else self.server.organization

@@ -128,6 +128,7 @@ class StreamProcessor:
             self.stations[st.key] = StationOutput(st)
         self.trees = {}            # (station key, input name, plugin or None) -> TreeInput
         self._warned = set()
+        self._resolved = {}        # proc name -> {input name: ResolvedInput}
         self.engine = self.new_engine(plugin)
 
     def new_engine(self, plugin=None):
@@ -148,10 +149,13 @@ class StreamProcessor:
         return out
 
     def _proc_inputs(self, proc_name):
-        proc = self.procs.get(proc_name)
-        if proc is None:
-            return {}
-        return resolve_proc(proc, self.filters)
+        # resolved once per proc, not once per new station and channel
+        resolved = self._resolved.get(proc_name)
+        if resolved is None:
+            proc = self.procs.get(proc_name)
+            resolved = self._resolved[proc_name] = (
+                resolve_proc(proc, self.filters) if proc is not None else {})
+        return resolved
 
     def _resolve(self, plugin, key, channel):
         out = self._station(key)

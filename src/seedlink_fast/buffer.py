@@ -328,6 +328,18 @@ class StreamInfo:
         return 0
 
 
+def _streams_time_cmp(streams, t_us):
+    # -1 / 1 when t is before / after every stream, else 0
+    ret = 0
+    for s in streams:
+        d = s.time_cmp(t_us)
+        if ret == 0:
+            ret = d
+        if d == 0 or d != ret:
+            return 0
+    return ret
+
+
 # ---------------------------------------------------------------------------
 
 class StationBuffer:
@@ -1025,14 +1037,7 @@ class StationBuffer:
     def time_cmp(self, t_us, stream_filter=None):
         """SeisComP's station time_cmp: -1 if t is before every matching
         stream, 1 if after every one, else 0 (also with no matching stream)."""
-        ret = 0
-        for s in self._matching(stream_filter):
-            d = s.time_cmp(t_us)
-            if ret == 0:
-                ret = d
-            if d == 0 or d != ret:
-                return 0
-        return ret
+        return _streams_time_cmp(self._matching(stream_filter), t_us)
 
     def position_for_time(self, begin_us, stream_filter=None):
         """Where a time window starting at begin_us starts: for each matching
@@ -1042,15 +1047,7 @@ class StationBuffer:
         stream_check is off); None when begin_us is after the end of every
         matching stream (SeisComP sets no start: new records only)."""
         streams = self._matching(stream_filter)
-        ret = 0
-        for s in streams:
-            d = s.time_cmp(begin_us)
-            if ret == 0:
-                ret = d
-            if d == 0 or d != ret:
-                ret = 0
-                break
-        if ret > 0:
+        if _streams_time_cmp(streams, begin_us) > 0:
             return None
         nxt = self.next_position
         if not streams:

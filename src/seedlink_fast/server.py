@@ -188,16 +188,11 @@ class Station:
         return self._tail[i:], self._tail_keys[i:]
 
     def position_for_time(self, begin_us, sub):
-        return self.buffer.position_for_time(
-            begin_us, lambda loc, cha, typ: sub.selectors.matches(loc, cha, typ))
+        return self.buffer.position_for_time(begin_us, sub.selectors.matches)
 
     def has_stream_reaching(self, end_us, sub):
         """False when the window ends before every matching indexed stream."""
-        streams = [s for s in (self.buffer.streams or [])
-                   if sub.selectors.matches(s.location, s.seedname, s.type)]
-        if not streams:
-            return True
-        return any(s.begin_time_us <= end_us for s in streams)
+        return self.buffer.time_cmp(end_us, sub.selectors.matches) != -1
 
 
 class Server:

@@ -98,6 +98,12 @@ class GlobalConfig:
     plugin_shutdown_wait: int = 0
     filters: List[str] = field(default_factory=list)
     streams: List[str] = field(default_factory=list)
+    # raw ingest (seedlink-fast only; docs/raw-ingest.md)
+    raw_ingest_port: int = 65535
+    raw_version: str = "auto"
+    raw_idle_timeout: float = 0.0           # seconds, 0: never drop a silent link
+    raw_idle_flush: float = 10.0            # seconds without data before partial records close
+    raw_reconnect: float = 0.5              # first reconnect delay, doubling to 30 s
 
     @property
     def info_level(self) -> int:
@@ -133,6 +139,15 @@ class StationConfig:
     proc_gap_reset: int = 0
     backfill_buffer: float = 0.0
     request_log: bool = True
+    # raw ingest (seedlink-fast only): a device to connect to (HOST:PORT), or
+    # none to accept pushes on the raw ingest port; the channel map says which
+    # device channel ids feed which streams
+    raw_source: str = ""
+    raw_channels: str = ""
+    raw_version: str = "auto"
+    raw_idle_timeout: float = 0.0
+    raw_idle_flush: float = 10.0
+    raw_reconnect: float = 0.5
     filename: Optional[str] = None
     lineno: Optional[int] = None
 
@@ -297,6 +312,12 @@ _LIST = _List()
 _NONNEG = _Int(lo=0)
 _PROC_GAP = _Int(lo=100, special=0)     # 0 disables, 1..99 become 100
 _BACKFILL = _Float(hi=86400, special=0)
+_RAW_VERSION = _Choice(("auto", "2.0", "1.1", "1.0"), "RAW version")
+_RAW_SECONDS = _Float(lo=0, hi=86400)
+_RAW_SPECS = {
+    "raw_version": _RAW_VERSION, "raw_idle_timeout": _RAW_SECONDS,
+    "raw_idle_flush": _RAW_SECONDS, "raw_reconnect": _Float(lo=0.01, hi=3600),
+}
 
 _STATION_SPECS = {
     "name": _STR, "network": _STR, "description": _STR, "proc": _STR,
@@ -307,6 +328,7 @@ _STATION_SPECS = {
     "proc_gap_warn": _NONNEG, "proc_gap_flush": _PROC_GAP,
     "proc_gap_reset": _PROC_GAP, "backfill_buffer": _BACKFILL,
     "request_log": _BOOL, "stream_check": _BOOL, "access": _LIST,
+    "raw_source": _STR, "raw_channels": _STR, **_RAW_SPECS,
 }
 
 _GLOBAL_SPECS = {
@@ -327,6 +349,7 @@ _GLOBAL_SPECS = {
     "info": _INFO, "info_trusted": _INFO,
     "window_extraction": _BOOL, "window_extraction_trusted": _BOOL,
     "websocket": _BOOL, "websocket_trusted": _BOOL,
+    "raw_ingest_port": _Int(1, 65535), **_RAW_SPECS,
 }
 
 _PLUGIN_SPECS = {
@@ -338,7 +361,7 @@ _PLUGIN_SPECS = {
 _INHERITED = ("network", "encoding", "access", "buffers", "blanks",
               "segments", "segsize", "stream_check", "gap_check_pattern",
               "gap_treshold", "proc_gap_warn", "proc_gap_flush",
-              "proc_gap_reset", "backfill_buffer", "request_log")
+              "proc_gap_reset", "backfill_buffer", "request_log", *_RAW_SPECS)
 
 _ACL_NUM = r"[ \t\n\v\f\r]*[+-]?[0-9]+"
 _ACL_FORMS = [
@@ -434,7 +457,7 @@ class _StationDef(_Element):
         g = self.section.globals_values
         values = {k: g[k] for k in _INHERITED}
         values["access"] = list(g["access"])
-        values.update(name=name, description="", proc="")
+        values.update(name=name, description="", proc="", raw_source="", raw_channels="")
         self.key, self.lineno = name, ctx.lineno
         self.attrs = _Attributes(_STATION_SPECS, values)
         return self.attrs
@@ -456,6 +479,8 @@ class _StationDef(_Element):
             except ValueError as exc:
                 ctx.warn("station %s: %s" % (self.key, exc), where)
                 return
+        if v["raw_channels"] or v["raw_source"]:
+            self._check_raw(ctx, v, where)
         for st in out.stations:
             if (st.network, st.name) == (v["network"], v["name"]):
                 ctx.warn("failed to register %s (%s_%s is already in use)"
@@ -465,6 +490,21 @@ class _StationDef(_Element):
             key=self.key, proc=v["proc"] or None, filename=ctx.filename,
             lineno=where,
             **{k: v[k] for k in _STATION_SPECS if k != "proc"}))
+
+
+    def _check_raw(self, ctx, v, where):
+        """A bad raw setting disables raw ingest for this station only."""
+        from .raw.protocol import parse_channel_map, parse_address
+
+        try:
+            if not v["raw_channels"]:
+                raise ValueError("raw_source needs raw_channels")
+            parse_channel_map(v["raw_channels"])
+            if v["raw_source"]:
+                parse_address(v["raw_source"])
+        except ValueError as exc:
+            ctx.warn("station %s: %s; raw ingest disabled" % (self.key, exc), where)
+            v["raw_channels"] = v["raw_source"] = ""
 
 
 class _PluginDef(_Element):

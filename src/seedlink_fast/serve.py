@@ -50,6 +50,9 @@ def add_subparser(sub):
     p.add_argument("--bind", default=None, metavar="ADDR",
                    help="listen address (default: 0.0.0.0 with -f, else 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default: from the ini)")
+    p.add_argument("--raw-port", type=int, default=None, metavar="N",
+                   help="raw ingest port for pushing devices (default: raw_ingest_port "
+                        "from the ini, 65535); 0 picks a free port")
     p.add_argument("--filebase", default=None, help="buffer directory (overrides the ini)")
     p.add_argument("--idle-timeout", type=float, default=3600, metavar="S",
                    help="close clients that neither send a command nor stream for S "
@@ -112,7 +115,7 @@ def run(args):
     limits = SessionLimits(idle_timeout=args.idle_timeout, line_timeout=args.line_timeout,
                            max_bad_commands=args.max_bad_commands)
     server = Server(config, bind=bind, port=args.port, filebase=args.filebase, limits=limits,
-                    flush_on_shutdown=not args.no_shutdown_flush)
+                    flush_on_shutdown=not args.no_shutdown_flush, raw_port=args.raw_port)
 
     async def main():
         await server.start()

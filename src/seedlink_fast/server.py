@@ -199,11 +199,13 @@ class Server:
     """Everything one ``seedlink-fast serve`` runs."""
 
     def __init__(self, config, *, bind="0.0.0.0", port=None, filebase=None,
-                 limits=None, hello_capabilities=True, flush_on_shutdown=True):
+                 limits=None, hello_capabilities=True, flush_on_shutdown=True,
+                 raw_port=None):
         g = config.globals
         self.config = config
         self.bind = bind
         self.port = g.port if port is None else port
+        self.raw_port = g.raw_ingest_port if raw_port is None else raw_port
         self.filebase = filebase or g.filebase
         self.organization = g.organization
         self.network = g.network
@@ -228,6 +230,11 @@ class Server:
                 nstreams = self.processor.procs[st.proc].stream_count()
             self.stations.append(Station(st, self.filebase, min_ring=3 * nstreams))
         self.by_key = {s.key: s for s in self.stations}
+        self.feeds = self._raw_feeds()
+        self.push_sessions = set()
+        self.pull_sources = []
+        self.raw_server = None
+        self._store_scheduled = False
         self.plugins = []
         self.server = None
         self.lock_fd = None
@@ -341,6 +348,71 @@ class Server:
             txcount=sub.txcount, begin_seq_valid=sub.begin_seq_valid, realtime=sub.realtime,
             end_of_data=sub.end_of_data, window=window, selectors=sub.selectors)
 
+    # -- raw ingest ----------------------------------------------------------------------
+
+    def _raw_feeds(self):
+        from .raw.feed import StationFeed
+
+        feeds = {}
+        for st in self.stations:
+            if st.config.raw_channels:
+                feeds[st.key] = StationFeed(self, st)
+        return feeds
+
+    def push_feed(self, name):
+        """The StationFeed a device may push to as NET.STA, or None."""
+        net, _, sta = name.partition(".")
+        for feed in self.feeds.values():
+            st = feed.station
+            if st.network == net and st.name == sta and not feed.config.raw_source:
+                return feed
+        return None
+
+    def schedule_store(self):
+        """Store new records once per loop turn, however many packets came."""
+        if not self._store_scheduled:
+            self._store_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_store)
+
+    def _scheduled_store(self):
+        self._store_scheduled = False
+        try:
+            self.store_pending()
+        except OSError as exc:
+            log.error("cannot store records: %s", exc)
+
+    async def _start_raw(self):
+        from .raw.ingest import PushSession
+        from .raw.pull import PullSource
+
+        loop = asyncio.get_running_loop()
+        if any(not f.config.raw_source for f in self.feeds.values()):
+            self.raw_server = await loop.create_server(lambda: PushSession(self), self.bind,
+                                                       self.raw_port, reuse_address=True)
+            self.raw_port = self.raw_server.sockets[0].getsockname()[1]
+            log.info("raw ingest port %s:%d", self.bind, self.raw_port)
+        for feed in self.feeds.values():
+            if feed.config.raw_source:
+                source = PullSource(self, feed)
+                source.start()
+                self.pull_sources.append(source)
+
+    def _raw_idle(self, now):
+        """Close partial records of raw channels that went quiet."""
+        for feed in self.feeds.values():
+            if feed.flush_idle(now, feed.config.raw_idle_flush):
+                self.store_pending()
+                if feed.session is not None:
+                    feed.session.send_acks()
+
+    async def _stop_raw(self):
+        if self.raw_server is not None:
+            self.raw_server.close()
+        for session in list(self.push_sessions):
+            if session.transport is not None:
+                session.transport.close()
+        await asyncio.gather(*(source.stop() for source in self.pull_sources))
+
     # -- ingest ------------------------------------------------------------------------
 
     def ingest(self, engine, data):
@@ -391,6 +463,7 @@ class Server:
                                                self.port, reuse_address=True, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
         self._housekeeping = loop.call_later(1.0, self._check_clients)
+        await self._start_raw()
         for pconf in self.config.plugins:
             self.plugins.append(self._make_plugin(pconf))
         for plugin in self.plugins:
@@ -401,6 +474,7 @@ class Server:
         """Once a second: close clients stuck in an incomplete command line
         (slow loris) or idle without streaming for too long."""
         now = time.monotonic()
+        self._raw_idle(now)
         limits = self.limits
         for client in list(self.clients):
             if client.closed or client.transport is None:
@@ -462,6 +536,7 @@ class Server:
         log.info("shutting down")
         # all plugins get SIGTERM at once, as in SeisComP
         await asyncio.gather(*(plugin.stop() for plugin in self.plugins))
+        await self._stop_raw()
         self.processor.shutdown()
         self.store_pending()
         if self._housekeeping is not None:

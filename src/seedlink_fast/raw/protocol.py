@@ -27,7 +27,7 @@ __all__ = [
     "RawProtocolError", "VERSIONS", "PUSH_VERSION", "MAX_SAMPLES", "MAX_RATE",
     "SAMPLE_TYPES", "ChannelSpec", "MapEntry", "header_size", "sample_dtype",
     "pack_header", "time_fields", "fields_to_us", "datetime_to_us", "us_to_datetime",
-    "PacketSplitter", "parse_channel_map", "to_int32", "format_us",
+    "PacketSplitter", "parse_channel_map", "parse_address", "to_int32", "format_us",
 ]
 
 VERSIONS = ("RAW 2.0", "RAW 1.1", "RAW 1.0")     # newest first: the probing order
@@ -251,6 +251,16 @@ def to_int32(samples):
     np.clip(values, _INT32_MIN, _INT32_MAX, out=values)
     values[np.isnan(values)] = 0
     return values.astype(np.int32)
+
+
+def parse_address(text, default_port=65535):
+    """(host, port) of ``HOST:PORT`` or ``HOST``; ValueError when malformed."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = port, str(default_port)
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("bad address %r (expected HOST:PORT)" % text)
+    return host, int(port)
 
 
 # -- the plugin's channel map ------------------------------------------------------------

@@ -56,9 +56,10 @@ def build_parser():
                       help="files are SeedLink captures (520-byte SL packets)")
     dump.set_defaults(func=_cmd_dump)
 
-    from . import replay, serve
+    from . import demo, replay, serve
 
     serve.add_subparser(sub)
+    demo.add_subparser(sub)
     replay.add_subparser(sub)
     from .benchtool import cli as bench_cli
 

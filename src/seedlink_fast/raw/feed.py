@@ -232,11 +232,17 @@ class StationFeed:
                 self.trimmed += skip
                 samples = samples[skip:]
                 n -= skip
+                time_us += (skip * _US) // rate
             elif drift > half:
                 # a gap: close the records (and restart the filters)
                 chan.before_anchor_us = chan.sample_us(chan.count - 1)
                 chan.tree.reset()
                 new_time = time_us
+        if new_time is None and not chan.timed:
+            # the first packet after a restart: the stored end came from a
+            # record header (SeisComP's clock may be 1 µs early); from here on
+            # the device's own times count
+            new_time = time_us
         x = to_int32(samples)
         if new_time is not None:
             chan.anchor_us = new_time

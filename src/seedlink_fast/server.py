@@ -235,6 +235,7 @@ class Server:
         self.pull_sources = []
         self.raw_server = None
         self._store_scheduled = False
+        self._raw_timer = None
         self.plugins = []
         self.server = None
         self.lock_fd = None
@@ -396,6 +397,15 @@ class Server:
                 source = PullSource(self, feed)
                 source.start()
                 self.pull_sources.append(source)
+        if self.feeds:
+            # idle flushes checked often enough to honour short raw_idle_flush
+            tick = min([0.5] + [f.config.raw_idle_flush / 4 for f in self.feeds.values()
+                                if f.config.raw_idle_flush > 0])
+            self._raw_timer = loop.call_later(tick, self._raw_tick, max(tick, 0.01))
+
+    def _raw_tick(self, tick):
+        self._raw_idle(time.monotonic())
+        self._raw_timer = asyncio.get_running_loop().call_later(tick, self._raw_tick, tick)
 
     def _raw_idle(self, now):
         """Close partial records of raw channels that went quiet."""
@@ -406,6 +416,8 @@ class Server:
                     feed.session.send_acks()
 
     async def _stop_raw(self):
+        if self._raw_timer is not None:
+            self._raw_timer.cancel()
         if self.raw_server is not None:
             self.raw_server.close()
         for session in list(self.push_sessions):
@@ -474,7 +486,6 @@ class Server:
         """Once a second: close clients stuck in an incomplete command line
         (slow loris) or idle without streaming for too long."""
         now = time.monotonic()
-        self._raw_idle(now)
         limits = self.limits
         for client in list(self.clients):
             if client.closed or client.transport is None:

@@ -241,8 +241,7 @@ class RefDevice:
             deadline = time.monotonic() + self.hold_limit
             while not self._stop.is_set() and time.monotonic() < deadline:
                 try:
-                    if not conn.recv(1):
-                        return
+                    conn.recv(1)
                     return
                 except socket.timeout:
                     continue

@@ -148,6 +148,13 @@ class _Link(asyncio.Protocol):
             if packets:
                 self._on_packets(packets)
         except RawProtocolError as exc:
+            # complete packets before the bad one, if the splitter hands them over
+            good = getattr(exc, "packets", None)
+            if good:
+                try:
+                    self._on_packets(good)
+                except Exception:
+                    log.exception("packet handler failed")
             self.close(str(exc))
         except Exception as exc:  # a callback failed: end this session, keep running
             log.exception("packet handler failed")
@@ -375,8 +382,11 @@ class RawClient:
                 for _ in range(6):
                     lines.append(await link.readline())
             except EOFError:
+                if lines:
+                    raise EOFError("device closed the connection after %d of 6 answer lines "
+                                   "to CHANNEL %d" % (len(lines), cid)) from None
                 raise EOFError("device closed the connection after CHANNEL %d (unknown "
-                               "channel id?) after %d answer lines" % (cid, len(lines))) from None
+                               "channel id?)" % cid) from None
             specs[cid] = ChannelSpec.from_answer(cid, lines, version)
         link.send_lines("START")
         try:

@@ -61,6 +61,9 @@ def build_parser():
     serve.add_subparser(sub)
     demo.add_subparser(sub)
     replay.add_subparser(sub)
+    from .raw import plugin_main as raw_plugin_main
+
+    raw_plugin_main.add_subparser(sub)
     from .benchtool import cli as bench_cli
 
     bench_cli.add_subparser(sub)

@@ -267,29 +267,33 @@ class RawClient:
             if self._stopping:
                 self._ended("stopped", error=False)
                 break
-            reason, delivered, refused = attempt.result()
+            try:
+                reason, delivered, refused = attempt.result()
+            except Exception as exc:   # a bug; the attempt logs what it knows
+                log.exception("%s: session failed", self.name)
+                reason, delivered, refused = "internal error: %r" % (exc,), False, False
             if delivered:
                 delay = self.reconnect_delay
             refused_streak = refused_streak + 1 if refused else 0
             if refused and refused_streak % len(self._versions):
                 # probing: try the next version at once
-                self._ended(reason)
+                self._ended(reason, probing=True)
                 continue
             self._ended(reason, delay=delay)
             await asyncio.wait({self._stop_waiter}, timeout=delay)
             delay = min(delay * 2, self.reconnect_max)
         self._link = None
 
-    def _ended(self, reason, error=True, delay=None):
+    def _ended(self, reason, error=True, delay=None, probing=False):
         self.connected = False
         self.version = None
         self.last_error = reason if error else None
-        if error:
-            if delay is None:
-                log.warning("%s: %s: %s", self.name, self.address, reason)
-            else:
-                log.warning("%s: %s: %s; reconnecting in %g s", self.name, self.address,
-                            reason, delay)
+        if delay is not None:
+            log.warning("%s: %s: %s; reconnecting in %g s", self.name, self.address,
+                        reason, delay)
+        elif probing:
+            log.info("%s: %s: %s; trying %s", self.name, self.address, reason,
+                     self._versions[self._vindex % len(self._versions)])
         else:
             log.info("%s: %s: %s", self.name, self.address, reason)
         self._call(self.on_disconnect, reason)

@@ -84,6 +84,11 @@ class PushSession(asyncio.Protocol):
             for spec, time_us, quality, samples in self.splitter.feed(data):
                 self.feed.feed(spec, time_us, quality, samples)
         except RawProtocolError as exc:
+            try:
+                for spec, time_us, quality, samples in getattr(exc, "packets", ()):
+                    self.feed.feed(spec, time_us, quality, samples)
+            except RawProtocolError:
+                pass
             self.server.store_pending()
             self.refuse(str(exc))
             return

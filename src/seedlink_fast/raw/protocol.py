@@ -174,7 +174,8 @@ class PacketSplitter:
     Quality is the header byte for RAW 2.0, 100 for RAW 1.x (what the
     original plugin writes).  A packet for a channel that was not
     negotiated, a count over ``MAX_SAMPLES`` or impossible time fields raise
-    RawProtocolError: the stream cannot be trusted after that.
+    RawProtocolError: the stream cannot be trusted after that.  The error's
+    ``packets`` holds the complete packets before the bad one.
     """
 
     def __init__(self, version, channels):
@@ -228,6 +229,9 @@ class PacketSplitter:
                 self.packets += 1
                 self.samples += count
                 off = end
+        except RawProtocolError as exc:
+            exc.packets = out           # the good packets before the bad one
+            raise
         finally:
             view.release()
             del buf[:off]

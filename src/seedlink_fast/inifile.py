@@ -104,6 +104,9 @@ class GlobalConfig:
     raw_idle_timeout: float = 0.0           # seconds, 0: never drop a silent link
     raw_idle_flush: float = 10.0            # seconds without data before partial records close
     raw_reconnect: float = 0.5              # first reconnect delay, doubling to 30 s
+    # FDSN dataselect over HTTP on the bind address (seedlink-fast only;
+    # docs/fdsnws.md): 0 = off
+    http_port: int = 0
 
     @property
     def info_level(self) -> int:
@@ -350,6 +353,7 @@ _GLOBAL_SPECS = {
     "window_extraction": _BOOL, "window_extraction_trusted": _BOOL,
     "websocket": _BOOL, "websocket_trusted": _BOOL,
     "raw_ingest_port": _Int(1, 65535), **_RAW_SPECS,
+    "http_port": _Int(0, 65535),
 }
 
 _PLUGIN_SPECS = {

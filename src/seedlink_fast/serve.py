@@ -53,6 +53,9 @@ def add_subparser(sub):
     p.add_argument("--raw-port", type=int, default=None, metavar="N",
                    help="raw ingest port for pushing devices (default: raw_ingest_port "
                         "from the ini, 65535); 0 picks a free port")
+    p.add_argument("--http-port", type=int, default=None, metavar="N",
+                   help="serve FDSN dataselect over HTTP on port N of the bind address "
+                        "(default: http_port from the ini; 0 = off)")
     p.add_argument("--filebase", default=None, help="buffer directory (overrides the ini)")
     p.add_argument("--idle-timeout", type=float, default=3600, metavar="S",
                    help="close clients that neither send a command nor stream for S "
@@ -77,6 +80,10 @@ def _log_level(args):
 def _log_to_syslog():
     import logging.handlers
 
+    if not os.path.exists("/dev/log"):
+        # SysLogHandler would fail only on every message, not here
+        log.warning("syslog not available (no /dev/log); logging to stderr")
+        return
     try:
         handler = logging.handlers.SysLogHandler(
             address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_LOCAL0)
@@ -115,7 +122,8 @@ def run(args):
     limits = SessionLimits(idle_timeout=args.idle_timeout, line_timeout=args.line_timeout,
                            max_bad_commands=args.max_bad_commands)
     server = Server(config, bind=bind, port=args.port, filebase=args.filebase, limits=limits,
-                    flush_on_shutdown=not args.no_shutdown_flush, raw_port=args.raw_port)
+                    flush_on_shutdown=not args.no_shutdown_flush, raw_port=args.raw_port,
+                    http_port=args.http_port)
 
     async def main():
         await server.start()

@@ -200,12 +200,14 @@ class Server:
 
     def __init__(self, config, *, bind="0.0.0.0", port=None, filebase=None,
                  limits=None, hello_capabilities=True, flush_on_shutdown=True,
-                 raw_port=None):
+                 raw_port=None, http_port=None):
         g = config.globals
         self.config = config
         self.bind = bind
         self.port = g.port if port is None else port
         self.raw_port = g.raw_ingest_port if raw_port is None else raw_port
+        self.http_port = g.http_port if http_port is None else http_port
+        self.http = None              # the FDSN dataselect server (fdsnws.py), if enabled
         self.filebase = filebase or g.filebase
         self.organization = g.organization
         self.network = g.network
@@ -475,6 +477,12 @@ class Server:
                                                self.port, reuse_address=True, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
         self._housekeeping = loop.call_later(1.0, self._check_clients)
+        if self.http_port:
+            from .fdsnws import DataselectServer
+
+            self.http = DataselectServer(self)
+            await self.http.start(self.bind, self.http_port)
+            log.info("FDSN dataselect on %s:%d", self.bind, self.http.port)
         await self._start_raw()
         for pconf in self.config.plugins:
             self.plugins.append(self._make_plugin(pconf))
@@ -545,6 +553,8 @@ class Server:
 
     async def stop(self):
         log.info("shutting down")
+        if self.http is not None:
+            self.http.close()
         # all plugins get SIGTERM at once, as in SeisComP
         await asyncio.gather(*(plugin.stop() for plugin in self.plugins))
         await self._stop_raw()

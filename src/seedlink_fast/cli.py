@@ -64,6 +64,9 @@ def build_parser():
     from .raw import plugin_main as raw_plugin_main
 
     raw_plugin_main.add_subparser(sub)
+    from .picks import cli as picks_cli
+
+    picks_cli.add_subparser(sub)
     from .benchtool import cli as bench_cli
 
     bench_cli.add_subparser(sub)

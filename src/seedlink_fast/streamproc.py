@@ -148,7 +148,8 @@ class StreamProcessor:
             log.warning("station %s is not configured", key)
         return out
 
-    def _proc_inputs(self, proc_name):
+    def proc_inputs(self, proc_name):
+        """{input name: ResolvedInput} of a proc ({} when it is unknown)."""
         # resolved once per proc, not once per new station and channel
         resolved = self._resolved.get(proc_name)
         if resolved is None:
@@ -169,7 +170,7 @@ class StreamProcessor:
             tree = self.trees.get((key, channel, owner))
             if tree is not None:
                 return tree
-            resolved = self._proc_inputs(proc_name).get(channel)
+            resolved = self.proc_inputs(proc_name).get(channel)
             if resolved is not None:
                 level = 2 if st.encoding == "steim2" else 1
                 tree = build_tree_input(out, resolved, level,
@@ -183,6 +184,27 @@ class StreamProcessor:
         else:
             log.warning("%s: channel %s ignored", key, channel)
         return None
+
+    def station_tree(self, key, input_name):
+        """The station-level tree of a station's proc input (None if none);
+        in-process sources feed it like a plugin channel of that name."""
+        return self._resolve(None, key, input_name)
+
+    def pass_through_tree(self, key, name, location, channel, rate):
+        """A tree with one unfiltered output stream LOC.CHA at an integer
+        rate, for samples that need no decimation (raw device channels);
+        flushed at shutdown like every other tree."""
+        out = self.stations[key]
+        st = out.config
+        level = 2 if st.encoding == "steim2" else 1
+        root = dict(parent=-1, taps=None, decimation=1, gain=1.0, shift=0.0,
+                    in_rate=(rate, 1), out_rate=None, stream=None, location=location,
+                    level=level)
+        node = dict(root, parent=0, out_rate=(rate, 1), stream=channel)
+        tree = _kernel.TreeInput(name, out, [root, node], rate, 1, gap_warn=st.proc_gap_warn,
+                                 gap_flush=st.proc_gap_flush, gap_reset=st.proc_gap_reset)
+        self.trees[(key, "raw:" + name, None)] = tree
+        return tree
 
     # -- input -----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 (push through the ingest port, or pulled by the server from a device), and
 real SeedLink clients get records that decode to exactly the fed samples."""
 import datetime
+import os
 import socket
 import struct
 import time
@@ -297,3 +298,38 @@ def test_server_pulls_from_a_reference_device(tmp_path, ports, version):
             assert device.version_lines[-1] == version
         finally:
             srv.stop()
+
+
+def test_push_into_a_decimation_tree(tmp_path, ports):
+    """A map item without a dot feeds the station proc's input: the 100 Hz
+    samples come out unchanged on the tree's pass-through stream and
+    decimated on BHZ; acknowledgements cover what the finished records hold."""
+    import seedlink_fast
+
+    streams = os.path.join(os.path.dirname(seedlink_fast.__file__), "data", "demo-streams.xml")
+    port, raw_port = ports
+    ini = write_ini(tmp_path, port, raw_port,
+                    station("TREE", "Z:1,") + '   proc = "stream100"\n',
+                    extra='streams = "%s"' % streams)
+    srv = ServerProcess(ini, port, tmp_path)
+    rate = 100
+    data = (np.sin(np.arange(rate * 120) / 7.0) * 5000).astype(np.int32)
+    streamer = Streamer([Channel(1, rate, "big", "int32")], "127.0.0.1", raw_port,
+                        mode="push", station="XX.TREE").start()
+    try:
+        feed(streamer, 1, data, rate, 100)
+        deadline = time.monotonic() + 20
+        while True:
+            records = by_channel(fetch_all(srv, "TREE"))
+            got = sum(r.num_samples for r in records.get("HHZ", []))
+            if got == len(data) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        check_contiguous(records["HHZ"], us(T0), rate, data)
+        # FS2D5: 100 Hz -> 20 Hz, less the filter's delay
+        assert sum(r.num_samples for r in records["BHZ"]) > 120 * 20 * 0.9
+        acked = streamer.stats()["channels"][1]["acked_us"]
+        assert acked is not None and us(T0) < acked <= us(T0) + (len(data) - 1) * US // rate
+    finally:
+        streamer.stop()
+        srv.stop()

@@ -20,7 +20,6 @@ import logging
 import time
 
 from .. import mseed
-from .._ext import sproc as _kernel
 from ..records import location_channel
 from .protocol import RawProtocolError, parse_channel_map, to_int32
 
@@ -126,63 +125,57 @@ class StationFeed:
 
     def _make_channel(self, entry, rate):
         processor = self.server.processor
-        level = 2 if self.config.encoding == "steim2" else 1
-        if entry.input is not None:
-            resolved = processor._proc_inputs(self.config.proc or "").get(entry.input) \
-                if self.config.proc else None
-            if resolved is None:
-                raise RawProtocolError("station %s has no proc input %r" % (self.key,
-                                                                             entry.input))
-            inp = resolved.input
-            if inp.rate_den != 1 or inp.rate_num != rate:
-                raise RawProtocolError("channel %d: rate %d Hz, but input %s of proc %s is "
-                                       "%d/%d Hz" % (entry.id, rate, entry.input,
-                                                     self.config.proc, inp.rate_num,
-                                                     inp.rate_den))
-            tree = processor._resolve(None, self.key, entry.input)
-            model = [(-1, 1, 0)]
+        if entry.input is None:
+            tree = processor.pass_through_tree(self.key, entry.name, entry.location,
+                                               entry.channel, rate)
+            return _Channel(entry, tree, rate, [(entry.location, entry.channel)],
+                            [(-1, 1, 0), (0, 1, 0)])
+        resolved = self._resolved_input(entry.input)
+        if resolved is None:
+            raise RawProtocolError("station %s has no proc input %r" % (self.key, entry.input))
+        inp = resolved.input
+        if inp.rate_den != 1 or inp.rate_num != rate:
+            raise RawProtocolError("channel %d: rate %d Hz, but input %s of proc %s is %d/%d Hz"
+                                   % (entry.id, rate, entry.input, self.config.proc,
+                                      inp.rate_num, inp.rate_den))
+        tree = processor.station_tree(self.key, entry.input)
+        # per node, in the tree's order: (parent, decimation, taps), for lag()
+        model = [(-1, 1, 0)]
 
-            def walk(node, parent):
-                model.append((parent, node.decimation,
-                              len(node.filter.taps) if node.filter is not None else 0))
-                me = len(model) - 1
-                for child in node.children:
-                    walk(child, me)
+        def walk(node, parent):
+            model.append((parent, node.decimation,
+                          len(node.filter.taps) if node.filter is not None else 0))
+            me = len(model) - 1
+            for child in node.children:
+                walk(child, me)
 
-            for top in resolved.nodes:
-                walk(top, 0)
-            outputs = [(n.location, n.channel) for n in resolved.streams()]
-            return _Channel(entry, tree, rate, outputs, model)
-        nodes = [dict(parent=-1, taps=None, decimation=1, gain=1.0, shift=0.0,
-                      in_rate=(rate, 1), out_rate=None, stream=None,
-                      location=entry.location, level=level),
-                 dict(parent=0, taps=None, decimation=1, gain=1.0, shift=0.0,
-                      in_rate=(rate, 1), out_rate=(rate, 1), stream=entry.channel,
-                      location=entry.location, level=level)]
-        st = self.config
-        out = processor.stations[self.key]
-        tree = _kernel.TreeInput(entry.name, out, nodes, rate, 1, gap_warn=st.proc_gap_warn,
-                                 gap_flush=st.proc_gap_flush, gap_reset=st.proc_gap_reset)
-        # registered so that a shutdown flushes it like every other tree
-        processor.trees[(self.key, "raw:%s" % entry.name, None)] = tree
-        return _Channel(entry, tree, rate, [(entry.location, entry.channel)],
-                        [(-1, 1, 0), (0, 1, 0)])
+        for top in resolved.nodes:
+            walk(top, 0)
+        outputs = [(n.location, n.channel) for n in resolved.streams()]
+        return _Channel(entry, tree, rate, outputs, model)
+
+    def _resolved_input(self, name):
+        if not self.config.proc:
+            return None
+        return self.server.processor.proc_inputs(self.config.proc).get(name)
 
     def _stored_end(self, outputs):
-        """Time of the last stored sample of the channel's streams (the
-        oldest among them), read from the newest records of the buffer."""
+        """Time of the last stored sample of the channel's streams, read from
+        the newest records of the buffer.  For a tree, the newest of its
+        outputs (the highest rate): resuming there duplicates nothing, and
+        the decimated streams restart their filters, as after any restart."""
         if self._resume is None:
             self._resume = self._scan_buffer()
         ends = [self._resume[o] for o in outputs if o in self._resume]
-        return min(ends) if ends else None
+        return max(ends) if ends else None
 
     def _scan_buffer(self, limit=200_000):
         wanted = set()
         for entry in self.entries.values():
             if entry.input is None:
                 wanted.add((entry.location, entry.channel))
-            elif self.config.proc:
-                resolved = self.server.processor._proc_inputs(self.config.proc).get(entry.input)
+            else:
+                resolved = self._resolved_input(entry.input)
                 if resolved is not None:
                     wanted.update((n.location, n.channel) for n in resolved.streams())
         found = {}

@@ -42,7 +42,7 @@ class _Channel:
         self.tree = tree
         self.rate = rate
         self.outputs = outputs          # [(location, channel)] the tree writes
-        self.lag_model = lag_model      # per node (parent, decimation, taps)
+        self.lag_model = lag_model      # per node (parent, decimation, taps, has stream)
         self.anchor_us = None           # time of the sample `count` samples back
         self.count = 0
         self.quality = None
@@ -63,18 +63,22 @@ class _Channel:
 
     def lag(self):
         """Input samples (counted back from the newest) not yet inside a
-        finished record of every output; an upper bound for trees."""
+        finished record of the tree's highest-rate output: what a restart
+        resumes from (see StationFeed._stored_end)."""
         pending = self.tree.pending_samples
-        worst = 0
-        cum = [1] * len(self.lag_model)
-        path = [0] * len(self.lag_model)
-        for j, (parent, decimation, taps) in enumerate(self.lag_model):
+        n = len(self.lag_model)
+        cum = [1] * n
+        path = [0] * n
+        best = None                 # (decimation, lag) of the highest-rate output
+        for j, (parent, decimation, taps, stream) in enumerate(self.lag_model):
             if parent < 0:
                 continue
             cum[j] = cum[parent] * decimation
             path[j] = path[parent] + (pending[j][0] + taps) * cum[parent]
-            worst = max(worst, path[j] + pending[j][1] * cum[j])
-        return worst
+            if stream:
+                here = (cum[j], -(path[j] + pending[j][1] * cum[j]))
+                best = here if best is None else min(best, here)
+        return 0 if best is None else -best[1]
 
 
 class StationFeed:
@@ -129,7 +133,7 @@ class StationFeed:
             tree = processor.pass_through_tree(self.key, entry.name, entry.location,
                                                entry.channel, rate)
             return _Channel(entry, tree, rate, [(entry.location, entry.channel)],
-                            [(-1, 1, 0), (0, 1, 0)])
+                            [(-1, 1, 0, False), (0, 1, 0, True)])
         resolved = self._resolved_input(entry.input)
         if resolved is None:
             raise RawProtocolError("station %s has no proc input %r" % (self.key, entry.input))
@@ -139,12 +143,14 @@ class StationFeed:
                                    % (entry.id, rate, entry.input, self.config.proc,
                                       inp.rate_num, inp.rate_den))
         tree = processor.station_tree(self.key, entry.input)
-        # per node, in the tree's order: (parent, decimation, taps), for lag()
-        model = [(-1, 1, 0)]
+        # per node, in the tree's order: (parent, decimation, taps, has
+        # stream), for lag()
+        model = [(-1, 1, 0, False)]
 
         def walk(node, parent):
             model.append((parent, node.decimation,
-                          len(node.filter.taps) if node.filter is not None else 0))
+                          len(node.filter.taps) if node.filter is not None else 0,
+                          node.channel is not None))
             me = len(model) - 1
             for child in node.children:
                 walk(child, me)

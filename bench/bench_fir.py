@@ -23,7 +23,7 @@ variant; median of --reps repetitions (min..max).  Other CPU load is read from
 and the hypervisor steal time); a repetition is redone when the other load
 exceeds --max-other % of one CPU, as long as the time budget allows.
 
-Usage: python bench/bench_fir.py [--reps 7] [--n 10000000] [--json out.json]
+Usage: python bench/bench_fir.py [--quick] [--reps 7] [--n 10000000] [--json out.json]
 Needs the extension built (SEEDLINK_FAST_ONLY=fir python setup.py
 build_ext --inplace) and PYTHONPATH=src, numpy, scipy.  Bounded by
 --max-seconds (default 45) for the repetitions, under a minute in all.
@@ -152,19 +152,26 @@ def stream100_stages():
     return out, "firwin stand-ins"
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--n", type=int, default=10_000_000)
-    ap.add_argument("--stream-n", type=int, default=2_000_000,
-                    help="samples for the (slow) streaming upfirdn variants")
+    ap.add_argument("--quick", action="store_true",
+                    help="short run: --n 2e6 --stream-n 4e5 --reps 3 --max-seconds 15")
+    ap.add_argument("--reps", type=int, default=None, help="default 7 (3 with --quick)")
+    ap.add_argument("--n", type=int, default=None, help="default 1e7 (2e6 with --quick)")
+    ap.add_argument("--stream-n", type=int, default=None,
+                    help="samples for the (slow) streaming upfirdn variants "
+                         "(default 2e6; 4e5 with --quick)")
     ap.add_argument("--taps", type=int, default=100)
     ap.add_argument("--blocks", default="400,4096")
-    ap.add_argument("--max-seconds", type=float, default=45.0)
+    ap.add_argument("--max-seconds", type=float, default=None, help="default 45 (15 with --quick)")
     ap.add_argument("--max-other", type=float, default=25.0)
     ap.add_argument("--json", default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    for name, full, quick in (("reps", 7, 3), ("n", 10_000_000, 2_000_000),
+                              ("stream_n", 2_000_000, 400_000), ("max_seconds", 45.0, 15.0)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     t_begin = time.monotonic()
 
     rng = np.random.default_rng(5)

@@ -9,44 +9,8 @@ import socket
 import statistics
 import time
 
+from .procfs import CpuMeter, proc_status_kb, raise_nofile
 from .proto import PACKET, SEQ_MOD, command, handshake_plan, read_lines
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# -- /proc figures of a server process (any server: it is only a PID) --
-
-def proc_cpu_s(pid):
-    """utime + stime of process `pid` in seconds, or None."""
-    if not pid:
-        return None
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            data = fh.read()
-        fields = data[data.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def proc_rss_kb(pid, key="VmRSS:"):
-    if not pid:
-        return None
-    try:
-        with open("/proc/%d/status" % pid) as fh:
-            for line in fh:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def raise_nofile(want):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def percentile(sorted_vals, p):
@@ -84,23 +48,24 @@ def _collect(procs, queue, timeout):
     return results
 
 
-# -- fanout --
+# -- fanout (and the real-time readers of ingest) --
 
 class _Conn:
     __slots__ = ("sock", "buf", "records", "bytes", "first_seq", "last_seq", "gaps",
-                 "repeats", "t_first", "t_last", "ended", "error", "done")
+                 "repeats", "t_first", "t_last", "ended", "error", "done", "samples")
 
     def __init__(self, sock):
         self.sock = sock
         self.buf = bytearray()
-        self.records = self.bytes = self.gaps = self.repeats = 0
+        self.records = self.bytes = self.gaps = self.repeats = self.samples = 0
         self.first_seq = self.last_seq = None
         self.t_first = self.t_last = None
         self.ended = self.done = False
         self.error = None
 
-    def feed(self, chunk, now, limit):
-        """Parse whole SL packets; count records, check the sequence numbers."""
+    def feed(self, chunk, now, limit, sample_limit=0):
+        """Parse whole SL packets; count records (and with `sample_limit`
+        their samples), check the sequence numbers."""
         buf = self.buf
         buf += chunk
         lo, hi = 0, len(buf)
@@ -126,6 +91,12 @@ class _Conn:
                             self.gaps += 1
                     last = seq
                     recs += 1
+                    if sample_limit:
+                        self.samples += int.from_bytes(buf[lo + 38:lo + 40], "big")
+                        if self.samples >= sample_limit:
+                            lo += PACKET
+                            self.done = True
+                            break
                 lo += PACKET
                 if limit and self.records + recs >= limit:
                     self.done = True
@@ -151,7 +122,7 @@ class _Conn:
         return {"records": self.records, "bytes": self.bytes, "first_seq": self.first_seq,
                 "last_seq": self.last_seq, "gaps": self.gaps, "repeats": self.repeats,
                 "t_first": self.t_first, "t_last": self.t_last, "ended": self.ended,
-                "error": self.error}
+                "error": self.error, "samples": self.samples}
 
 
 def _fanout_worker(wid, addr, nconns, plan, params, barrier, queue):
@@ -178,6 +149,7 @@ def _fanout_worker(wid, addr, nconns, plan, params, barrier, queue):
             c.sock.sendall(b"END\r\n")
             sel.register(c.sock, selectors.EVENT_READ, c)
         limit = params["limit"]
+        sample_limit = params.get("sample_limit", 0)
         deadline = t_start + params["max_seconds"]
         idle = params["idle_timeout"]
         last_activity = t_start
@@ -197,7 +169,7 @@ def _fanout_worker(wid, addr, nconns, plan, params, barrier, queue):
                 now = time.monotonic()
                 if chunk:
                     last_activity = now
-                    c.feed(chunk, now, limit)
+                    c.feed(chunk, now, limit, sample_limit)
                 else:
                     c.done = True
                     c.error = c.error or "closed by server"
@@ -224,6 +196,66 @@ def _fanout_worker(wid, addr, nconns, plan, params, barrier, queue):
     queue.put(out)
 
 
+class ClientGroup:
+    """`clients` SeedLink clients spread over worker processes: each
+    connection runs `plan` (one command at a time), then all are released
+    together (END) and read until `limit` records (0: until END or idle
+    for `idle_timeout` s), or `sample_limit` samples, or `duration` s."""
+
+    def __init__(self, addr, clients, plan, *, limit=0, sample_limit=0, duration=60.0,
+                 idle_timeout=5.0, timeout=10.0, workers=None):
+        workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2))
+        self.split = _split(clients, workers)
+        self.timeout = timeout
+        self.wait_s = duration + idle_timeout + timeout + 30
+        ctx = _ctx()
+        self._barrier = ctx.Barrier(len(self.split) + 1)
+        self._queue = ctx.Queue()
+        params = {"limit": limit, "sample_limit": sample_limit, "max_seconds": duration,
+                  "timeout": timeout, "idle_timeout": idle_timeout}
+        self._procs = [ctx.Process(target=_fanout_worker,
+                                   args=(w, addr, n, plan, params, self._barrier, self._queue),
+                                   daemon=True) for w, n in enumerate(self.split)]
+        for p in self._procs:
+            p.start()
+
+    def release(self):
+        """Wait until every client is ready, then let them all go."""
+        try:
+            self._barrier.wait(timeout=self.timeout * max(self.split) + 60)
+        except Exception:  # noqa: BLE001 - broken barrier: a worker failed
+            pass
+
+    def abort(self):
+        """End the clients now (the feed failed: nothing will come)."""
+        for p in self._procs:
+            p.terminate()
+            p.join(5)
+        self.wait_s = 0.1
+
+    def collect(self):
+        """(per-worker results, errors or None)."""
+        results = _collect(self._procs, self._queue, self.wait_s)
+        errors = [r["error"] for r in results if "error" in r]
+        if not errors and len(results) < len(self.split):
+            errors = ["%d of %d workers gave no result" % (len(self.split) - len(results),
+                                                            len(self.split))]
+        return results, errors or None
+
+
+def sequence_figures(conns):
+    """Gaps, repeats and errors over client results (shared by fanout and ingest)."""
+    return {
+        "first_seq": min((c["first_seq"] for c in conns if c["first_seq"] is not None),
+                         default=None),
+        "last_seq": max((c["last_seq"] for c in conns if c["last_seq"] is not None),
+                        default=None),
+        "gaps": sum(c["gaps"] for c in conns),
+        "repeats": sum(c["repeats"] for c in conns),
+        "client_errors": [c["error"] for c in conns if c["error"]][:5],
+    }
+
+
 def run_fanout(addr, clients, station, start, select=None, records=0, expected=None,
                duration=60.0, workers=None, server_pid=None, timeout=10.0, idle_timeout=5.0):
     """N clients fetch the same buffered records at once.
@@ -233,31 +265,18 @@ def run_fanout(addr, clients, station, start, select=None, records=0, expected=N
     ``--start next``)."""
     plan = handshake_plan(station, select, start)
     realtime = start.lower() == "next"
-    workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2))
-    split = _split(clients, workers)
-    ctx = _ctx()
-    barrier = ctx.Barrier(len(split) + 1)
-    queue = ctx.Queue()
-    params = {"limit": records, "max_seconds": duration, "timeout": timeout,
-              "idle_timeout": duration if realtime else idle_timeout}
-    procs = [ctx.Process(target=_fanout_worker, args=(w, addr, n, plan, params, barrier, queue),
-                         daemon=True) for w, n in enumerate(split)]
-    for p in procs:
-        p.start()
-    try:
-        barrier.wait(timeout=timeout * max(split) + 60)
-    except Exception:  # noqa: BLE001 - broken barrier: a worker failed
-        pass
-    cpu0 = proc_cpu_s(server_pid)
-    results = _collect(procs, queue, duration + idle_timeout + timeout + 30)
-    cpu1 = proc_cpu_s(server_pid)
-    errors = [r["error"] for r in results if "error" in r]
-    conns = [c for r in results for c in r["conns"]]
-    out = {"clients": clients, "workers": len(split), "handshake": [p[0] for p in plan]}
-    if errors or len(results) < len(split):
-        out["error"] = errors or ["%d of %d workers gave no result" % (len(split) - len(results),
-                                                                       len(split))]
+    group = ClientGroup(addr, clients, plan, limit=records, duration=duration,
+                        idle_timeout=duration if realtime else idle_timeout,
+                        timeout=timeout, workers=workers)
+    group.release()
+    cpu = CpuMeter(server_pid).start()
+    results, errors = group.collect()
+    cpu = cpu.stop()
+    out = {"clients": clients, "workers": len(group.split), "handshake": [p[0] for p in plan]}
+    if errors:
+        out["error"] = errors
         return out
+    conns = [c for r in results for c in r["conns"]]
     t_start = min(r["t_start"] for r in results)
     t_end = max([c["t_last"] for c in conns if c["t_last"]] or [t_start])
     span = max(t_end - t_start, 1e-9)
@@ -278,11 +297,7 @@ def run_fanout(addr, clients, station, start, select=None, records=0, expected=N
                          and (expected is None or c["records"] == expected)))),
         # with SELECT the sequence numbers skip the other streams: gaps expected
         "contiguous_expected": not select,
-        "first_seq": min((c["first_seq"] for c in conns if c["first_seq"] is not None), default=None),
-        "last_seq": max((c["last_seq"] for c in conns if c["last_seq"] is not None), default=None),
-        "gaps": sum(c["gaps"] for c in conns),
-        "repeats": sum(c["repeats"] for c in conns),
-        "client_errors": [c["error"] for c in conns if c["error"]][:5],
+        **sequence_figures(conns),
         "seconds": round(span, 4),
         "records_per_s": round(total / span, 1),
         "MB_per_s": round(total * PACKET / span / 1e6, 3),
@@ -292,10 +307,9 @@ def run_fanout(addr, clients, station, start, select=None, records=0, expected=N
         "handshake_ms_median": round(1e3 * statistics.median(hs), 3) if hs else None,
         "client_cpu_s": round(sum(r.get("client_cpu_s", 0) for r in results), 3),
     })
-    if cpu0 is not None and cpu1 is not None:
-        out["server_cpu_s"] = round(cpu1 - cpu0, 3)
-        out["server_cpu_resolution_s"] = 1.0 / CLK_TCK
-        out["server_cpu_us_per_record"] = round(1e6 * (cpu1 - cpu0) / total, 3) if total else None
+    out.update(cpu)
+    if cpu and total:
+        out["server_cpu_us_per_record"] = round(1e6 * cpu["server_cpu_s"] / total, 3)
     return out
 
 
@@ -344,13 +358,13 @@ def run_handshake(addr, clients, station, start, select=None, rounds=50, duratio
     params = {"max_seconds": duration, "timeout": timeout}
     procs = [ctx.Process(target=_handshake_worker, args=(w, addr, rounds, plan, params, queue),
                          daemon=True) for w in range(clients)]
-    cpu0 = proc_cpu_s(server_pid)
+    cpu = CpuMeter(server_pid).start()
     t0 = time.monotonic()
     for p in procs:
         p.start()
     results = _collect(procs, queue, duration + timeout + 30)
     span = time.monotonic() - t0
-    cpu1 = proc_cpu_s(server_pid)
+    cpu = cpu.stop()
     out = {"clients": clients, "rounds": sum(r["rounds"] for r in results),
            "rounds_planned": clients * rounds,
            "failures": sum(len(r["failures"]) for r in results),
@@ -368,8 +382,7 @@ def run_handshake(addr, clients, station, start, select=None, rounds=50, duratio
         out["%s_ms_p99" % key] = round(1e3 * percentile(vals, 99), 3)
         out["%s_ms_max" % key] = round(1e3 * vals[-1], 3)
     out["rounds_per_s"] = round(out["rounds"] / span, 1) if span else None
-    if cpu0 is not None and cpu1 is not None:
-        out["server_cpu_s"] = round(cpu1 - cpu0, 3)
+    out.update(cpu)
     return out
 
 
@@ -379,7 +392,7 @@ def _idle_worker(addr, n, params, queue):
     timeout = params["timeout"]
     pid = params.get("server_pid")
     limit = raise_nofile(n + 64)
-    rss0 = proc_rss_kb(pid)
+    rss0 = proc_status_kb(pid, "VmRSS")
     socks, failures, consecutive = [], [], 0
     t0 = time.monotonic()
     for i in range(min(n, limit - 32)):
@@ -402,7 +415,7 @@ def _idle_worker(addr, n, params, queue):
             sock.close()
     t_open = time.monotonic() - t0
     time.sleep(params["hold"])
-    rss1 = proc_rss_kb(pid)
+    rss1 = proc_status_kb(pid, "VmRSS")
     # are the first and the last connections still served while all are open?
     alive = 0
     probe = socks[:5] + socks[5:][-5:]

@@ -17,16 +17,19 @@ at 100 Hz).  Once the server has settled:
 * peer, same run: ObsPy's FDSN client, ``get_waveforms`` per window against
   the same endpoint for the same windows (one HTTP request per window,
   parsed into a Stream): the reference for the cost of one request;
-* latency: a pick whose window lies 2-4 s in the future on XX.LIVE, data
-  pushed in real time in 0.1 s packets with ``seedlink_fast.raw.Streamer``;
-  from feeding the window's last sample to ``on_window`` for the streaming
+* latency: a pick whose 2 s window ends 4-5 s in the future on XX.LIVE,
+  random samples pushed in real time in 0.1 s packets with
+  ``seedlink_fast.raw.Streamer`` (Steim2 records of about 1 s); from
+  feeding the window's last sample to ``on_window`` for the streaming
   client and for the polling client over SeedLink (interval 0.3 s), and to
-  the first record reaching the window end at a plain SeedLink client
-  (the server closes a record when it is full).
+  the first record reaching the window end at a plain SeedLink client (the
+  server closes a record when it is full, so that part depends on where the
+  sample lies in its record: the window end moves through the record from
+  one repetition to the next).
 
 Each repetition runs every path once (the order rotated per repetition),
 then the live case; medians with min..max over repetitions.  "Other" is the
-CPU of every process but this one and the server during the timed parts.
+CPU of every process but this one and the server over each repetition.
 
 Needs a checkout with ../shared beside it (the station's streams template
 and FIR filters), pytest (the test helpers are imported) and, for the peer,
@@ -40,7 +43,6 @@ import pathlib
 import shutil
 import sys
 import tempfile
-import threading
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -57,8 +59,8 @@ from seedlink_fast.picks.model import NS  # noqa: E402
 from server_load import proc_cpu_s  # noqa: E402
 from serverproc import ServerProcess, free_port, make_station_ini  # noqa: E402
 from test_pick_clients import (  # noqa: E402
-    T0, ArrivalWatch, LiveFeed, buffer_age, fetch_station, json_line, many_picks,
-    run_in_thread)
+    ArrivalWatch, LiveFeed, fetch_station, many_picks, polling_batch, run_in_thread,
+    streaming_batch)
 
 HALF = 20                   # window: pick +- 20 s
 RUN_TIMEOUT = 60.0          # bound of one timed batch (the polling clients: expire)
@@ -96,43 +98,26 @@ class Span:
 
 # -- the paths: each returns the number of complete windows ---------------------------
 
-def polling(url, lines, span, per_round=False):
+def polling(url, lines, span):
+    counts, _ = polling_batch(url, lines, around=span, expire=RUN_TIMEOUT, timeout=20)
+    return counts.get("complete", 0)
+
+
+def polling_per_round(url, lines, span):
+    """One pick at a time: a fetch (connection, HTTP request) per window."""
     client = PollingClient(url, before=HALF, after=HALF, expire=RUN_TIMEOUT,
                            status_interval=0, timeout=20)
-    complete = 0
+    counts = {}
     with span:
-        if per_round:
-            for line in lines:
-                client.add_pick(line)
-                complete = client.run(until_idle=True).get("complete", 0)
-        else:
-            for line in lines:
-                client.add_pick(line)
-            complete = client.run(until_idle=True).get("complete", 0)
-    return complete
+        for line in lines:
+            client.add_pick(line)
+            counts = client.run(until_idle=True)
+    return counts.get("complete", 0)
 
 
 def streaming(url, lines, span):
-    """Fill the buffer with one pick (untimed), then time the batch."""
-    results = []
-    client = StreamingClient(url, before=HALF, after=HALF, expire=RUN_TIMEOUT,
-                             status_interval=0, buffer_length=buffer_age(),
-                             on_window=results.append)
-    thread = run_in_thread(client)
-    try:
-        client.add_pick(json_line("warm", T0 + 300 * NS, "BHZ"))
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while not results and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with span:
-            for line in lines:
-                client.add_pick(line)
-            while len(results) < len(lines) + 1 and time.monotonic() < deadline:
-                time.sleep(0.002)
-    finally:
-        client.stop()
-        thread.join(10)
-    return sum(r.complete for r in results[1:])
+    results = streaming_batch(url, lines, around=span, timeout=RUN_TIMEOUT)
+    return sum(r.complete for r in results)
 
 
 def obspy_peer(base_url, lines, span):
@@ -155,38 +140,30 @@ def obspy_peer(base_url, lines, span):
 
 def run_path(name, ctx, lines, server_pid):
     span = Span(server_pid)
-    with OtherLoad() as load:
-        if name.startswith("peer"):
-            complete = obspy_peer(ctx["http"], lines, span)
-        elif name.startswith("streaming"):
-            complete = streaming(ctx["slink"], lines, span)
-        else:
-            url = ctx["slink"] if "SeedLink" in name else ctx["sds"] if "SDS" in name \
-                else ctx["fdsn_get"] if "GET" in name else ctx["fdsn"]
-            complete = polling(url, lines, span, per_round="per round" in name)
-    n = len(lines)
-    return dict(path=name, windows=n, complete=complete, seconds=span.wall,
-                windows_per_s=n / span.wall, client_cpu_ms=1e3 * span.client_cpu / n,
-                server_cpu_ms=1e3 * span.server_cpu / n,
-                other_cpu_pct=_other(load, span))
-
-
-def _other(load, span):
-    """Other processes' CPU over the block, the server's part taken out."""
-    if load.percent is None or not span.wall:
-        return None
-    return max(0.0, load.percent - 100.0 * span.server_cpu / span.wall)
+    if name.startswith("peer"):
+        complete = obspy_peer(ctx["http"], lines, span)
+    elif name.startswith("streaming"):
+        complete = streaming(ctx["slink"], lines, span)
+    else:
+        url = ctx["slink"] if "SeedLink" in name else ctx["sds"] if "SDS" in name \
+            else ctx["fdsn_get"] if "GET" in name else ctx["fdsn"]
+        complete = (polling_per_round if "per round" in name else polling)(url, lines, span)
+    return dict(path=name, windows=len(lines), complete=complete, seconds=span.wall,
+                windows_per_s=len(lines) / span.wall, client_cpu_s=span.client_cpu,
+                server_cpu_s=span.server_cpu)
 
 
 # -- the live case ------------------------------------------------------------------
 
-def live_latency(port, feed, server_pid):
-    """One window on XX.LIVE reaching 2-4 s into the future; seconds from
+def live_latency(port, feed, rep):
+    """One 2 s window on XX.LIVE ending 4-5 s ahead; seconds from
     feeding its last sample to (record at a SeedLink client, window done by
-    streaming, window done by polling)."""
+    streaming, window done by polling).  Feeding starts at `now` after a
+    pause, so a record starts there; the window end moves by 0.23 s per
+    repetition to sit at other places in its record (about 1 s of data)."""
     step = NS // LiveFeed.RATE
     now = int(time.time() * LiveFeed.RATE) * step
-    pick_time = now + 3 * NS
+    pick_time = now + 3 * NS + (rep * 23 % 103) * step
     window_end = pick_time + NS
     pick = {"publicID": "live%d" % now, "time": format_time(pick_time),
             "waveformID": "XX.LIVE.00.HHZ"}
@@ -204,30 +181,22 @@ def live_latency(port, feed, server_pid):
                                         timeout=10, on_window=note("polling"), **opts)}
     watch = ArrivalWatch(port, window_end)
     threads = []
-    t, fed_end_at = now, None
-    span = Span(server_pid)
     try:
-        with OtherLoad() as load, span:
-            for client in clients.values():
-                client.add_pick(pick)
-                threads.append(run_in_thread(client))
-            deadline = time.monotonic() + LIVE_TIMEOUT
-            while time.monotonic() < deadline and (len(done) < 2 or len(watch.arrived) < 3):
-                while t + 10 * step <= time.time() * NS:
-                    for comp in "ZNE":
-                        feed.feed(comp, t, 10)
-                    t += 10 * step
-                    if fed_end_at is None and t > window_end:
-                        fed_end_at = time.time()
-                time.sleep(0.005)
+        for client in clients.values():
+            client.add_pick(pick)
+            threads.append(run_in_thread(client))
+        fed_end_at = feed.realtime(now, window_end,
+                                   lambda: len(done) == 2 and len(watch.arrived) == 3,
+                                   LIVE_TIMEOUT)
     finally:
         for client in clients.values():
             client.stop()
         for thread in threads:
             thread.join(10)
         watch.close()
-    ok = len(done) == 2 and all(c for _, c in done.values()) and len(watch.arrived) == 3
-    out = dict(path="live", complete=ok, other_cpu_pct=_other(load, span))
+    ok = (fed_end_at is not None and len(done) == 2 and all(c for _, c in done.values())
+          and len(watch.arrived) == 3)
+    out = dict(path="live", complete=ok)
     if ok:
         arrived = max(watch.arrived.values())
         out["record"] = arrived - fed_end_at
@@ -255,7 +224,7 @@ def fmt(values, pattern):
     return "%s | %s..%s" % (pattern % med, pattern % lo, pattern % hi)
 
 
-def summarize(results, reps, n):
+def summarize(results, loads, reps, n):
     rows = []
     print("\n%d windows per batch (40 s on three components, BH 20 Hz, about 3 records each),"
           " %d repetitions" % (n, reps))
@@ -266,33 +235,57 @@ def summarize(results, reps, n):
         runs = [r for r in results if r["path"] == name]
         if not runs:
             continue
-        ok = all(r["complete"] == r["windows"] for r in runs)
-        med = spread(r["windows_per_s"] for r in runs)[0]
-        rows.append(dict(path=name, windows_per_s=med, all_complete=ok))
+        windows = sum(r["windows"] for r in runs)
+        row = dict(path=name, windows_per_s=spread(r["windows_per_s"] for r in runs)[0],
+                   all_complete=all(r["complete"] == r["windows"] for r in runs),
+                   # CPU times come in 10 ms ticks: summed over the repetitions
+                   client_cpu_ms=1e3 * sum(r["client_cpu_s"] for r in runs) / windows,
+                   server_cpu_ms=1e3 * sum(r["server_cpu_s"] for r in runs) / windows)
+        rows.append(row)
         print("| %s | %s | %.2f | %.2f | %s |" % (
-            name, fmt([r["windows_per_s"] for r in runs], "%.0f"),
-            spread(r["client_cpu_ms"] for r in runs)[0],
-            spread(r["server_cpu_ms"] for r in runs)[0], "yes" if ok else "NO"))
+            name, fmt([r["windows_per_s"] for r in runs], "%.0f"), row["client_cpu_ms"],
+            row["server_cpu_ms"], "yes" if row["all_complete"] else "NO"))
     live = [r for r in results if r["path"] == "live"]
     good = [r for r in live if r["complete"]]
-    print("\nlive window (XX.LIVE, 100 Hz in 0.1 s packets), %d of %d complete; "
-          "seconds from feeding the window's last sample:" % (len(good), len(live)))
-    print("\n| to | median s | min..max s | after the record reached a SeedLink client, "
-          "median s |")
-    print("|---|---|---|---|")
+    if live:
+        print("\nlive window (XX.LIVE, 100 Hz in 0.1 s packets), %d of %d complete; "
+              "seconds from feeding the window's last sample:" % (len(good), len(live)))
+        print("\n| to | median s | min..max s | ms after the record reached the plain "
+              "client: median | min..max |")
+        print("|---|---|---|---|---|")
     if good:
-        print("| its record at a plain SeedLink client | %s | - |"
+        print("| its record at a plain SeedLink client | %s | - | - |"
               % fmt([r["record"] for r in good], "%.3f"))
         for name in ("streaming", "polling"):
             label = ("window complete, streaming client" if name == "streaming" else
                      "window complete, polling client over SeedLink (interval 0.3 s)")
-            print("| %s | %s | %.3f |" % (label, fmt([r[name] for r in good], "%.3f"),
-                                          spread(r[name + "_after_record"] for r in good)[0]))
-    other = [r["other_cpu_pct"] for r in results if r.get("other_cpu_pct") is not None]
-    if other:
-        print("\nother processes' CPU during the timed parts: median %.0f %%, "
-              "max %.0f %% of one CPU" % (spread(other)[0], max(other)))
-    return dict(paths=rows, live_complete=len(good), live_runs=len(live))
+            print("| %s | %s | %s |" % (label, fmt([r[name] for r in good], "%.3f"), fmt(
+                [1e3 * r[name + "_after_record"] for r in good], "%.1f")))
+    if loads:
+        print("\nother processes' CPU (all but this one and the server) per repetition: "
+              "median %.0f %%, max %.0f %% of one CPU" % (spread(loads)[0], max(loads)))
+    return dict(paths=rows, live_complete=len(good), live_runs=len(live),
+                other_cpu_pct=loads)
+
+
+def run_rep(rep, paths, with_live, ctx, srv, feed, n):
+    results = []
+    lines = many_picks(n, "pid%d-" % rep)          # the same windows every repetition
+    k = rep % max(1, len(paths))
+    for name in paths[k:] + paths[:k]:
+        r = run_path(name, ctx, lines, srv.proc.pid)
+        r["rep"] = rep
+        results.append(r)
+        print("rep %d %-56s %6.0f windows/s  %d/%d complete" % (
+            rep, name, r["windows_per_s"], r["complete"], r["windows"]), flush=True)
+    if with_live:
+        r = live_latency(srv.port, feed, rep)
+        r["rep"] = rep
+        results.append(r)
+        print("rep %d live: %s" % (rep, ", ".join(
+            "%s %.3f s" % kv for kv in r.items() if isinstance(kv[1], float)) or "INCOMPLETE"),
+            flush=True)
+    return results
 
 
 def main(argv=None):
@@ -317,44 +310,32 @@ def main(argv=None):
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-picks-"))
     srv = start_server(work)
     feed = None
-    results = []
+    results, loads = [], []
     try:
         srv.wait_settled()
         records = fetch_station(srv, "TEST")
         write_sds(work / "sds", [r for recs in records.values() for r in recs])
-        ctx = dict(slink="slink://127.0.0.1:%d" % srv.port, sds="sdsarchive://%s" % (work / "sds"),
-                   fdsn="fdsnws://127.0.0.1:%d" % srv.http_port,
-                   fdsn_get="fdsnws://127.0.0.1:%d?method=get" % srv.http_port,
-                   http="http://127.0.0.1:%d" % srv.http_port)
+        port, http = srv.port, srv.http_port
+        ctx = dict(slink="slink://127.0.0.1:%d" % port, sds="sdsarchive://%s" % (work / "sds"),
+                   fdsn="fdsnws://127.0.0.1:%d" % http,
+                   fdsn_get="fdsnws://127.0.0.1:%d?method=get" % http,
+                   http="http://127.0.0.1:%d" % http)
         feed = LiveFeed(srv.raw_port)
         feed.streamer.start()
         for rep in range(args.reps):
-            load, waited = wait_quiet(max_other=30.0, max_wait=5.0)
-            lines = many_picks(args.picks, "pid%d-" % rep)
-            k = rep % max(1, len(paths))
-            for name in paths[k:] + paths[:k]:
-                r = run_path(name, ctx, lines, srv.proc.pid)
-                r["rep"] = rep
-                results.append(r)
-                print("rep %d %-56s %7.0f windows/s  %d/%d complete  client %.2f ms/w  "
-                      "server %.2f ms/w  other %.0f%%" % (
-                          rep, name, r["windows_per_s"], r["complete"], r["windows"],
-                          r["client_cpu_ms"], r["server_cpu_ms"], r["other_cpu_pct"] or 0),
-                      flush=True)
-            if with_live:
-                r = live_latency(srv.port, feed, srv.proc.pid)
-                r["rep"] = rep
-                results.append(r)
-                print("rep %d live: %s" % (rep, ", ".join(
-                    "%s %.3f s" % (k2, v) for k2, v in r.items()
-                    if isinstance(v, float) and k2 != "other_cpu_pct") or "INCOMPLETE"),
-                    flush=True)
+            wait_quiet(max_other=30.0, max_wait=5.0)
+            server0, t0 = proc_cpu_s(srv.proc.pid), time.perf_counter()
+            with OtherLoad() as load:
+                results += run_rep(rep, paths, with_live, ctx, srv, feed, args.picks)
+            wall = time.perf_counter() - t0
+            loads.append(max(0.0, load.percent - 100.0 * (proc_cpu_s(srv.proc.pid) - server0)
+                             / wall))
     finally:
         if feed is not None:
             feed.streamer.stop()
         srv.stop()
         shutil.rmtree(work, ignore_errors=True)
-    summary = summarize(results, args.reps, args.picks)
+    summary = summarize(results, loads, args.reps, args.picks)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(environment=environment(str(ROOT), {"obspy": module_version("obspy")}),

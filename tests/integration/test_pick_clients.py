@@ -7,10 +7,10 @@ and a dead component.  Every window is checked against the server's own
 records: the files hold exactly the records overlapping the window, and
 the samples equal the server's samples cut to the window.
 """
+import contextlib
 import datetime
 import importlib.util
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -304,6 +304,23 @@ class LiveFeed:
         self.fed[comp].update(zip(range(start_ns, start_ns + count * step, step),
                                   values.tolist()))
 
+    def realtime(self, start_ns, mark_ns, finished, timeout):
+        """Feed Z, N and E from `start_ns` on in 0.1 s packets, in real time,
+        until `finished()` or `timeout` seconds; returns the wall-clock time
+        at which the sample at `mark_ns` had been fed (None: never)."""
+        step = NS // self.RATE
+        t, marked = start_ns, None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not finished():
+            while t + 10 * step <= time.time() * NS:
+                for comp in "ZNE":
+                    self.feed(comp, t, 10)
+                t += 10 * step
+                if marked is None and t > mark_ns:
+                    marked = time.time()
+            time.sleep(0.005)
+        return marked
+
     def samples(self, comp, ws, we):
         times = sorted(t for t in self.fed[comp] if ws <= t <= we)
         return times[0], np.array([self.fed[comp][t] for t in times], dtype=np.int32)
@@ -383,18 +400,7 @@ def test_live_window_gap_and_dead_component(server, tmp_path):
             client.add_pick(live_pick)
             threads.append(run_in_thread(client))
         # real time from a1 on, all three components, 0.1 s packets
-        t = a1
-        window_end = live_time + 2 * NS
-        fed_end_at = None
-        deadline = time.monotonic() + 25
-        while time.monotonic() < deadline and len(done) < 4:
-            while t + 10 * step <= time.time() * NS:
-                for comp in "ZNE":
-                    feed.feed(comp, t, 10)
-                t += 10 * step
-                if fed_end_at is None and t > window_end:
-                    fed_end_at = time.time()
-            time.sleep(0.02)
+        fed_end_at = feed.realtime(a1, live_time + 2 * NS, lambda: len(done) >= 4, 25)
         assert len(done) == 4, sorted(done)
     finally:
         for client in clients.values():
@@ -430,7 +436,9 @@ def test_live_window_gap_and_dead_component(server, tmp_path):
     assert all(v < 10 for v in latency.values())
 
 
-# -- throughput ------------------------------------------------------------------------
+# -- many windows at once -----------------------------------------------------------------
+# (windows per second are measured in bench/bench_pick_clients.py, which
+# uses these helpers with a timing context as `around`)
 
 def many_picks(n, prefix):
     offsets = np.linspace(25, 560, n)
@@ -438,48 +446,56 @@ def many_picks(n, prefix):
             for i, off in enumerate(offsets)]
 
 
-def timed_batch(client, lines):
-    for line in lines:
-        client.add_pick(line)
-    started = time.perf_counter()
-    counts = client.run(until_idle=True)
-    return counts, time.perf_counter() - started
-
-
-def test_throughput(server, records, tmp_path):
-    n = 150
-    rates = {}
-    slink = "slink://127.0.0.1:%d" % server.port
-    write_sds(tmp_path / "sds", [r for recs in records.values() for r in recs])
-    for name, url in (("polling over SeedLink", slink),
-                      ("polling over SDS", "sdsarchive://%s" % (tmp_path / "sds"))):
-        client = PollingClient(url, before=20, after=20, expire=30, status_interval=0)
-        counts, elapsed = timed_batch(client, many_picks(n, name[-3:]))
-        assert counts["complete"] == n, counts
-        rates[name] = n / elapsed
-
-    # streaming: fill the buffer with one pick, then time picks served from it
+def polling_batch(url, lines, around=contextlib.nullcontext(), **kw):
+    """Hand `lines` to a new PollingClient and run it until every window is
+    done (inside `around`); returns the counts and the WindowResults."""
     results = []
-    client = StreamingClient(slink, before=20, after=20, expire=30, status_interval=0,
+    opts = dict(before=20, after=20, expire=30, status_interval=0, on_window=results.append)
+    opts.update(kw)
+    client = PollingClient(url, **opts)
+    with around:
+        for line in lines:
+            client.add_pick(line)
+        counts = client.run(until_idle=True)
+    return counts, results
+
+
+def streaming_batch(url, lines, around=contextlib.nullcontext(), timeout=20):
+    """A StreamingClient whose buffer one pick filled first; then `lines`,
+    served from the buffer (inside `around`).  Returns the WindowResults of
+    `lines` (fewer when `timeout` ran out)."""
+    results = []
+    client = StreamingClient(url, before=20, after=20, expire=30, status_interval=0,
                              buffer_length=buffer_age(), on_window=results.append)
     thread = run_in_thread(client)
     try:
         client.add_pick(json_line("warm", T0 + 300 * NS, "BHZ"))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while not results and time.monotonic() < deadline:
             time.sleep(0.01)
-        started = time.perf_counter()
-        for line in many_picks(n, "buf"):
-            client.add_pick(line)
-        while len(results) < n + 1 and time.monotonic() < deadline:
-            time.sleep(0.002)
-        elapsed = time.perf_counter() - started
+        with around:
+            for line in lines:
+                client.add_pick(line)
+            while len(results) < len(lines) + 1 and time.monotonic() < deadline:
+                time.sleep(0.002)
     finally:
         client.stop()
         thread.join(10)
-    assert len(results) == n + 1 and all(r.complete for r in results)
-    rates["streaming from its buffer"] = n / elapsed
-    print("\nwindows/s (%d windows of 40 s x 3 components at 20 Hz): %s" % (
-        n, ", ".join("%s %.0f" % kv for kv in rates.items())))
-    with open(os.environ.get("PICK_BENCH_OUT", os.devnull), "a") as fh:
-        fh.write(json.dumps(rates) + "\n")
+    return results[1:]
+
+
+def test_many_windows_all_complete(server, records, tmp_path):
+    """A batch of overlapping windows over the 10 minutes completes on
+    every path: polling over SeedLink dial-up and over SDS (one fetch for
+    the batch), streaming from its buffer."""
+    n = 60
+    slink = "slink://127.0.0.1:%d" % server.port
+    write_sds(tmp_path / "sds", [r for recs in records.values() for r in recs])
+    for name, url in (("sl", slink), ("sds", "sdsarchive://%s" % (tmp_path / "sds"))):
+        counts, results = polling_batch(url, many_picks(n, name))
+        assert counts["complete"] == n, (name, counts)
+        assert len(results) == n and all(r.complete for r in results), name
+    results = streaming_batch(slink, many_picks(n, "buf"))
+    assert len(results) == n and all(r.complete for r in results)
+    for res in (results[0], results[-1]):
+        check_result(res, records)

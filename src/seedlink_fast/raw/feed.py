@@ -35,7 +35,7 @@ class _Channel:
 
     __slots__ = ("entry", "tree", "rate", "outputs", "lag_model", "anchor_us", "count",
                  "quality", "timed", "stored_us", "before_anchor_us", "last_data",
-                 "idle_flushed", "acked_us")
+                 "idle_flushed")
 
     def __init__(self, entry, tree, rate, outputs, lag_model):
         self.entry = entry
@@ -51,7 +51,6 @@ class _Channel:
         self.before_anchor_us = None    # last sample before the anchor (all stored)
         self.last_data = 0.0
         self.idle_flushed = True
-        self.acked_us = None
 
     def next_us(self):
         """The time the next sample should have (float µs)."""
@@ -121,7 +120,7 @@ class StationFeed:
             self.channels[spec.id] = chan
             stored = self._stored_end(chan.outputs)
             if stored is not None:
-                chan.stored_us = chan.acked_us = chan.before_anchor_us = stored
+                chan.stored_us = chan.before_anchor_us = stored
                 # the next sample continues the stored stream
                 chan.anchor_us = stored
                 chan.count = 1
@@ -270,11 +269,6 @@ class StationFeed:
                 chan.idle_flushed = True
                 flushed = True
         return flushed
-
-    def flush_all(self):
-        for chan in self.channels.values():
-            chan.tree.flush()
-            chan.idle_flushed = True
 
     def stored(self):
         """Update and return {id: time of the last sample inside stored

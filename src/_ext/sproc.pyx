@@ -600,6 +600,9 @@ cdef class PacketEngine:
     cdef input_slot_t *slots            # open-addressing cache of `inputs`, in C
     cdef Py_ssize_t nslots, nused
     cdef dict stations                  # 10-byte station key -> StationOutput | None
+    cdef uint8_t last_key[10]           # the station of the last LOG / miniSEED packet
+    cdef object last_station            # (consecutive ones mostly share it: no dict)
+    cdef bint has_last
     cdef bytes leftover
     cdef readonly object error          # the PluginProtocolError that ended the stream
     cdef readonly int64_t packets       # packets handled
@@ -757,7 +760,13 @@ cdef class PacketEngine:
                     else:
                         tree.flush()
             else:
-                st = self._station(buf[off + 4:off + 14])
+                if self.has_last and memcmp(base + off + 4, self.last_key, 10) == 0:
+                    st = self.last_station
+                else:
+                    st = self._station(buf[off + 4:off + 14])
+                    memcpy(self.last_key, base + off + 4, 10)
+                    self.last_station = st
+                    self.has_last = True
                 if st is not None:
                     if ptype == PT_LOG:
                         t = _ptime(h[6], h[7], h[8], h[9], h[10], h[11])
@@ -765,7 +774,7 @@ cdef class PacketEngine:
                     elif size != 512:
                         return self._fail(off, "unsupported Mini-SEED packet size %d" % size)
                     else:
-                        st.mseed(buf[off + PLUGIN_HEADER:off + PLUGIN_HEADER + 512])
+                        st.mseed_sink(buf[off + PLUGIN_HEADER:off + PLUGIN_HEADER + 512])
             off += PLUGIN_HEADER + payload
             self.packets += 1
         return off

@@ -388,6 +388,7 @@ class StationBuffer:
         self._ring = [None] * self.ring_size
         self._ring_base = 0           # ring holds positions >= max(_ring_base, next - size)
         self._streams = {}            # (raw loc+chan bytes, type) -> StreamInfo
+        self._unindexed = []          # (position, records) stored but not indexed yet
         self._segment_count = 1       # SeisComP's station segment_count
         self._day_cache = {}
 
@@ -437,6 +438,7 @@ class StationBuffer:
         """Stream index sorted as INFO lists it (empty without stream_check)."""
         if not self.stream_check:
             return []
+        self.index_pending()
         return sorted(self._streams.values(), key=lambda s: s.sort_key)
 
     def seq_of(self, position):
@@ -680,28 +682,31 @@ class StationBuffer:
         self._write(record)
         self._ring[pos % self.ring_size] = record
         if self.stream_check and record[0]:
+            self.index_pending()
             self._index(record, pos)
         self.next_position = pos + 1
         return pos
 
-    def append_many(self, records):
+    def append_many(self, records, defer_index=False):
         """Store records in order (one write() per segment touched); returns
-        the position of the first."""
-        if not isinstance(records, (list, tuple)):
+        the position of the first.  With defer_index the stream index is
+        brought up to date by index_pending() (or the next reader of the
+        index), so that a caller can hand the records to clients first."""
+        if not isinstance(records, list):
             records = list(records)
         first = self.next_position
         n = len(records)
         i = 0
         size = self.ring_size
         ring = self._ring
-        index = self._index if self.stream_check else None
         while i < n:
             if self._wfd is None or self.next_position - self._seg_starts[-1] >= self.segsize:
                 self._rotate()
             room = self.segsize - (self.next_position - self._seg_starts[-1])
             chunk = records[i:i + room]
-            chunk = [r if type(r) is bytes else bytes(r) for r in chunk]
-            for r in chunk:
+            for k, r in enumerate(chunk):
+                if type(r) is not bytes:
+                    chunk[k] = r = bytes(r)
                 if len(r) != RECORD_SIZE:
                     raise ValueError("record is %d bytes, not %d" % (len(r), RECORD_SIZE))
             self._write(b"".join(chunk))
@@ -711,12 +716,20 @@ class StationBuffer:
                 pos += 1
             # the records are on disk: number them before anything can fail
             self.next_position = pos
-            if index is not None:
-                for k, r in enumerate(chunk):
-                    if r[0]:
-                        self._index_safely(r, pos - len(chunk) + k)
+            if self.stream_check:
+                self._unindexed.append((pos - len(chunk), chunk))
+                if not defer_index:
+                    self.index_pending()
             i += len(chunk)
         return first
+
+    def index_pending(self):
+        """Add the records stored with defer_index to the stream index."""
+        pending, self._unindexed = self._unindexed, []
+        for pos, chunk in pending:
+            for k, r in enumerate(chunk):
+                if r[0]:
+                    self._index_safely(r, pos + k)
 
     def _index_safely(self, rec, pos):
         # a malformed record must not stop the buffer: it stays stored,
@@ -747,6 +760,7 @@ class StationBuffer:
         """Start a new segment file at next_position (SeisComP's order: close
         the full file, create the new one, delete the oldest beyond
         `segments`, then open a new index segment)."""
+        self.index_pending()            # the closing segment's records are indexed in it
         first_file = self._wfd is None and not self._seg_starts
         if self._wfd is not None:
             os.close(self._wfd)
@@ -1029,6 +1043,7 @@ class StationBuffer:
     def _matching(self, stream_filter):
         if not self.stream_check:
             return []
+        self.index_pending()
         if stream_filter is None:
             return list(self._streams.values())
         return [s for s in self._streams.values()

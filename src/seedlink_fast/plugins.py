@@ -451,25 +451,31 @@ class PluginProcess:
 
     # -- reading ------------------------------------------------------------
 
-    @_guarded
     def _on_readable(self):
+        # the real-time path: one wrapper frame less than @_guarded (_got
+        # catches what on_data raises; the rest is guarded in _end_of_pipe)
         try:
             data = os.read(self._rfd, READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self.log.warning("[%s] read error (%s)", self.name, os.strerror(exc.errno))
-            self._close_pipe()
-            self._after_pipe_closed()
+            self._end_of_pipe(exc)
             return
         if not data:
-            if self._data_seen and not self._shutdown_requested and not self._kill_sent:
-                self.log.warning("[%s] unexpected eof", self.name)
-            self._close_pipe()
-            self._after_pipe_closed()
+            self._end_of_pipe(None)
             return
-        self._last_read = self._loop.time()
         self._got(data)
+        self._last_read = self._loop.time()     # after the data went on: no delay for it
+
+    @_guarded
+    def _end_of_pipe(self, exc):
+        """A read error (exc) or EOF (None) ends the session's stream."""
+        if exc is not None:
+            self.log.warning("[%s] read error (%s)", self.name, os.strerror(exc.errno))
+        elif self._data_seen and not self._shutdown_requested and not self._kill_sent:
+            self.log.warning("[%s] unexpected eof", self.name)
+        self._close_pipe()
+        self._after_pipe_closed()
 
     def _got(self, data):
         self.bytes_received += len(data)

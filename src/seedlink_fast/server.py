@@ -3,9 +3,18 @@ stream processor, and the listening socket.
 
 One event loop (uvloop when importable) runs everything.  Plugin bytes go
 through the stream processor; its records are appended to the station
-buffers (disk first, then memory) and wake the clients waiting on that
-station.  Records are framed once (``SL`` header + record) and the same
-bytes go to every client.
+buffers (disk first, then memory) and go to the clients waiting on that
+station in the same callback: written at once to a real-time client that
+is at the newest record, through its pump otherwise.  Records are framed
+once (``SL`` header + record) and the same bytes go to every client.
+
+Order on the real-time path, and why: the record is written to its segment
+file before any client can see it (a client never holds a sequence number
+that a crash could hand out again, see buffer.py), then framed and sent;
+the stream index and other bookkeeping come after the sends.  Between
+records the process sleeps, so this path runs with cold caches: every
+Python frame and object on it costs microseconds, which is why it is kept
+short.
 """
 import asyncio
 import errno
@@ -14,6 +23,7 @@ import logging
 import os
 import signal
 import time
+from bisect import bisect_right
 
 from . import info as infodoc
 from ._ext.packets import frame_records
@@ -106,9 +116,11 @@ class Station:
         self.buffer = StationBuffer(config, filebase, min_ring=min_ring)
         self.waiters = set()
         self._blocks = {}            # block number -> PacketBlock (complete blocks only)
-        self._tail = []              # framed packets of the incomplete newest block
-        self._tail_keys = []
-        self._tail_start = 0
+        # the newest records as appended, each append framed once: every
+        # PacketBlock that reaches into the incomplete newest block
+        self._tail = []
+        self._tail_starts = []
+        self._tail_end = 0
 
     def open(self):
         self.buffer.open()
@@ -116,20 +128,33 @@ class Station:
 
     def _reset_tail(self):
         nxt = self.buffer.next_position
-        self._tail_start = nxt - nxt % self.BLOCK
-        self._tail = []
-        self._tail_keys = []
-        if self._tail_start < nxt:
-            records = self.buffer.read_range(self._tail_start, nxt - self._tail_start)
-            if len(records) != nxt - self._tail_start:
-                self._tail_start = nxt      # the start of the block is gone
-                return
-            self._extend_tail(self._tail_start, records)
+        self._tail, self._tail_starts, self._tail_end = [], [], nxt
+        start = max(nxt - nxt % self.BLOCK, self.buffer.oldest_position)
+        if start < nxt:
+            records = self.buffer.read_range(start, nxt - start)
+            if len(records) == nxt - start:     # else a hole: block() has nothing there
+                self._tail = [PacketBlock(start, records)]
+                self._tail_starts = [start]
 
     def _extend_tail(self, first, records):
-        data, kinds = frame_records(first, records)
-        self._tail.extend([data[i * 520:(i + 1) * 520] for i in range(len(records))])
-        self._tail_keys.extend(_keys(data, kinds))
+        """The PacketBlock of records just stored at first (None if the tail
+        had to be rebuilt).  PacketBlocks that lie wholly in complete
+        BLOCK-record blocks leave the tail (block() rebuilds those)."""
+        if first != self._tail_end:
+            self._reset_tail()
+            return None
+        blk = PacketBlock(first, records)
+        self._tail.append(blk)
+        self._tail_starts.append(first)
+        self._tail_end = end = first + blk.count
+        boundary = end - end % self.BLOCK
+        if end == boundary:                 # the newest block is complete
+            self._tail, self._tail_starts = [], []
+        elif first < boundary:              # a block was completed
+            drop = bisect_right(self._tail_starts, boundary) - 1
+            del self._tail[:drop]
+            del self._tail_starts[:drop]
+        return blk
 
     @property
     def next_position(self):
@@ -140,28 +165,27 @@ class Station:
         return self.buffer.oldest_position
 
     def append_many(self, records):
-        first = self.buffer.append_many(records)
-        if first != self._tail_start + len(self._tail):
-            self._reset_tail()
-        else:
-            end = first + len(records)
-            boundary = end - end % self.BLOCK
-            if boundary > self._tail_start:
-                # a block boundary was crossed: the tail restarts there
-                self._tail = []
-                self._tail_keys = []
-                self._tail_start = boundary
-                records = records[boundary - first:]
-                first = boundary
-            if records:
-                self._extend_tail(first, records)
-        for client in list(self.waiters):
-            client.wake(immediate=True)
+        """Store records (on disk before any client sees them), hand them to
+        the waiting clients, then update the stream index: only INFO and
+        time windows read it, so it need not delay the clients."""
+        if not records:
+            return self.buffer.next_position
+        first = self.buffer.append_many(records, defer_index=True)
+        try:
+            blk = self._extend_tail(first, records)
+            for client in list(self.waiters):
+                client.deliver(self.key, blk)
+        finally:
+            self.buffer.index_pending()
         return first
 
     def block(self, position):
-        """The PacketBlock holding position, or None when position is in the
-        incomplete newest block (see tail) or no longer readable."""
+        """The PacketBlock holding position, or None when position is not
+        readable (a hole, gone, or not stored yet)."""
+        if self._tail_starts and position >= self._tail_starts[0]:
+            if position >= self._tail_end:
+                return None
+            return self._tail[bisect_right(self._tail_starts, position) - 1]
         number = position // self.BLOCK
         blk = self._blocks.get(number)
         if blk is not None and blk.start <= position:
@@ -179,13 +203,6 @@ class Station:
             self._blocks.pop(next(iter(self._blocks)))      # oldest inserted
         self._blocks[number] = blk
         return blk
-
-    def tail(self, position):
-        """(framed packets, keys) from position within the newest block."""
-        i = position - self._tail_start
-        if i < 0:
-            return [], []
-        return self._tail[i:], self._tail_keys[i:]
 
     def position_for_time(self, begin_us, sub):
         return self.buffer.position_for_time(begin_us, sub.selectors.matches)
@@ -232,6 +249,8 @@ class Server:
                 nstreams = self.processor.procs[st.proc].stream_count()
             self.stations.append(Station(st, self.filebase, min_ring=3 * nstreams))
         self.by_key = {s.key: s for s in self.stations}
+        self._outputs = [(out.records, self.by_key[key])
+                         for key, out in self.processor.stations.items() if key in self.by_key]
         self.feeds = self._raw_feeds()
         self.push_sessions = set()
         self.pull_sources = []
@@ -429,24 +448,13 @@ class Server:
 
     # -- ingest ------------------------------------------------------------------------
 
-    def ingest(self, engine, data):
-        """Plugin bytes -> stream processor -> station buffers."""
-        error = None
-        try:
-            engine.feed(data)
-        except Exception as exc:          # a protocol error ends this plugin's stream
-            error = exc
-        try:
-            self.store_pending()
-        except OSError as exc:            # disk trouble: logged, the plugin is stopped
-            log.error("cannot store records: %s", exc)
-            error = error or exc
-        return error
-
     def store_pending(self):
-        for key, records in self.processor.drain().items():
-            station = self.by_key.get(key)
-            if station is not None:
+        # the processor's output lists, taken directly (no drain() dict):
+        # this runs before every real-time delivery
+        for pending, station in self._outputs:
+            if pending:
+                records = pending[:]
+                del pending[:]             # the kernels hold this very list
                 station.append_many(records)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -523,9 +531,21 @@ class Server:
             state["dead"] = False
 
         def on_data(data):
-            if state["dead"] or state["engine"] is None:
+            # plugin bytes -> stream processor -> station buffers -> clients
+            # (one Python frame per step counts: this is the latency path)
+            engine = state["engine"]
+            if state["dead"] or engine is None:
                 return
-            error = self.ingest(state["engine"], data)
+            error = None
+            try:
+                engine.feed(data)
+            except Exception as exc:      # a protocol error ends this plugin's stream
+                error = exc
+            try:
+                self.store_pending()
+            except OSError as exc:        # disk trouble: logged, the plugin is stopped
+                log.error("cannot store records: %s", exc)
+                error = error or exc
             if error is not None:
                 state["dead"] = True
                 log.error("%s: %s", pconf.name, error)

@@ -648,6 +648,22 @@ class SeedLinkProtocol(asyncio.Protocol):
                 sub.station.waiters.add(self)
         self.wake()
 
+    def deliver(self, key, blk):
+        """New records of station `key` (a PacketBlock; None: only wake).
+        A real-time sub-session waiting right at them, with nothing to
+        filter, gets them written here and now; everything else is left to
+        the pump."""
+        sub = self.subs.get(key)
+        if blk is not None and sub is not None and sub.cursor == blk.start and sub.active \
+                and sub.realtime and blk.all_deliverable and not self.paused \
+                and not self.closed and sub.plain and not self.server.bytespersec:
+            self._write_packets(blk.data)
+            sub.cursor += blk.count
+            sub.txcount += blk.count
+            sub.wait_new = False
+        else:
+            self.wake(immediate=True)
+
     def wake(self, immediate=False):
         """Run the pump: at once for new records (saves a loop turn of
         latency), else scheduled (when writable, or after a batch)."""
@@ -718,23 +734,7 @@ class SeedLinkProtocol(asyncio.Protocol):
                     sub.end_of_data = True
                 break
             blk = station.block(sub.cursor)
-            if blk is not None:
-                first = sub.cursor - blk.start
-                last = min(blk.count, first + limit - sent)
-                if sub.plain and blk.all_deliverable:
-                    out.append(memoryview(blk.data)[first * 520:last * 520])
-                    sent += last - first
-                    sub.txcount += last - first
-                    sub.cursor = blk.start + last
-                else:
-                    data = blk.data
-                    sent += self._filter(sub, [data[i * 520:(i + 1) * 520]
-                                               for i in range(first, last)],
-                                         blk.keys[first:last], out)
-                sub.wait_new = False
-                continue
-            packets, keys = station.tail(sub.cursor)
-            if not packets:
+            if blk is None:
                 # a hole on disk: continue at the next readable record
                 resumed = station.buffer.resume_position(sub.cursor)
                 if resumed <= sub.cursor or resumed >= station.next_position:
@@ -742,8 +742,19 @@ class SeedLinkProtocol(asyncio.Protocol):
                     break
                 sub.cursor = resumed
                 continue
+            first = sub.cursor - blk.start
+            last = min(blk.count, first + limit - sent)
+            if sub.plain and blk.all_deliverable:
+                out.append(memoryview(blk.data)[first * 520:last * 520])
+                sent += last - first
+                sub.txcount += last - first
+                sub.cursor = blk.start + last
+            else:
+                data = blk.data
+                sent += self._filter(sub, [data[i * 520:(i + 1) * 520]
+                                           for i in range(first, last)],
+                                     blk.keys[first:last], out)
             sub.wait_new = False
-            sent += self._filter(sub, packets[:limit - sent], keys, out)
         return out
 
     @staticmethod

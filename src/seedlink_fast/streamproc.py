@@ -53,6 +53,10 @@ class StationOutput:
         # miniSEED backfilling (None: records are stored as they come)
         self.mseed_backfill = (MseedBackfill(self, config.backfill_buffer)
                                if config.backfill_buffer > 0 else None)
+        # what the packet engine calls per miniSEED record: mseed(), but
+        # without a Python frame when nothing is held back (latency path)
+        self.mseed_sink = (self.records.append if self.mseed_backfill is None
+                           else self.mseed_backfill.send)
 
     def log(self, sec, usec, text):
         """A LOG packet: one ASCII record timestamped with the packet time."""
@@ -64,10 +68,7 @@ class StationOutput:
     def mseed(self, record):
         """A miniSEED packet: stored as it is (or held back to fill a gap
         when the station backfills)."""
-        if self.mseed_backfill is None:
-            self.records.append(record)
-        else:
-            self.mseed_backfill.send(record)
+        self.mseed_sink(record)
 
     def time_gap(self, channel, gap_us, explicit):
         log.warning("%s : %s time gap %.6g seconds (%s)", self.key, channel, gap_us / 1e6,

@@ -507,8 +507,8 @@ def latency_summary(results, base):
             "worst5_ms_index": [[round(a, 3), b] for a, b in worst]}
 
 
-def run_latency_floor(work, count, rate, base):
-    """Same plugin, same receiver, the plainest Python relay instead of the
+def run_latency_floor(work, clients, count, rate, base):
+    """Same plugin, same receivers, the plainest Python relay instead of the
     server (see server_load.floor_relay): what this machine gives at best."""
     ctx = mp.get_context("fork")
     fifo = os.path.join(work, "floor.fifo")
@@ -523,28 +523,34 @@ def run_latency_floor(work, count, rate, base):
     os.close(w_fd)
     lsock = socket.socket()
     lsock.bind((sl.HOST, 0))
-    lsock.listen(4)
+    lsock.listen(clients + 4)
     port = lsock.getsockname()[1]
     q = ctx.Queue()
-    relay = ctx.Process(target=sl.floor_relay, args=(lsock, r_fd, count, count / rate + 30, q))
+    max_s = count / rate + 30
+    relay = ctx.Process(target=sl.floor_relay, args=(lsock, r_fd, count, max_s, q, clients))
     relay.start()
-    ev = ctx.Event()
-    recv = ctx.Process(target=sl.latency_receiver, args=(port, LAT_STATION, count, ev, q, count / rate + 30))
-    recv.start()
-    ev.wait(20)
+    procs, readies = [relay], []
+    for _ in range(clients):
+        ev = ctx.Event()
+        p = ctx.Process(target=sl.latency_receiver, args=(port, LAT_STATION, count, ev, q, max_s))
+        p.start()
+        procs.append(p)
+        readies.append(ev)
+    for ev in readies:
+        ev.wait(20)
     time.sleep(0.5)
     results, relay_err = [], None
     try:
         with sl.ForeignLoad() as other:
             sl.latency_command(fifo, count, rate, base)
-            for _ in range(2):
+            for _ in range(clients + 1):
                 r = q.get(timeout=count / rate + 60)
                 if "relay_error" in r:
                     relay_err = r["relay_error"]
                 else:
                     results.append(r)
     finally:
-        for p in (relay, recv):
+        for p in procs:
             p.join(10)
             if p.is_alive():
                 p.terminate()
@@ -553,7 +559,7 @@ def run_latency_floor(work, count, rate, base):
         os.close(r_fd)
         lsock.close()
     out = latency_summary(results, base)
-    out.update({"clients": 1, "rate": rate, "count": count, "relay_error": relay_err,
+    out.update({"clients": clients, "rate": rate, "count": count, "relay_error": relay_err,
                 "foreign_cpu_pct": other.percent})
     return out
 
@@ -642,27 +648,35 @@ def markdown(rep):
                      target, verdict(ok)) + anchors)
     for lat in rep.get("latency", []):
         a, f10 = lat["all"], lat["first10"]
+        k = lat["clients"]
         if not a.get("n"):
-            rows.append(("latency K=%d" % lat["clients"], "ERROR: %s" % lat["errors"], "", "MISS", "", ""))
+            rows.append(("latency K=%d" % k, "ERROR: %s" % lat["errors"], "", "MISS", "", ""))
             continue
+        # the anchors and the target are for one client (seiscomp-perf.md §3);
+        # for more, the floor relay with as many clients is the yardstick
         ok = a["median_ms"] <= 0.3 and a["p99_ms"] <= 0.6
-        rows.append(("latency K=%d, %g rec/s × %d" % (lat["clients"], lat["rate"], lat["count"]),
+        rows.append(("latency K=%d, %g rec/s × %d" % (k, lat["rate"], lat["count"]),
                      "median %.3f ms, p90 %.3f, p99 %.3f, max %.3f (%d of %d received); "
                      "%.0f µs server CPU/rec; foreign load %s%%"
                      % (a["median_ms"], a["p90_ms"], a["p99_ms"], a["max_ms"], a["n"],
-                        lat["count"] * lat["clients"], lat["server_cpu_us_per_record"],
+                        lat["count"] * k, lat["server_cpu_us_per_record"],
                         lat["foreign_cpu_pct"]),
-                     "median ≤ 0.3 ms, p99 ≤ 0.6 ms", verdict(ok)) + ANCHORS["latency"])
+                     "median ≤ 0.3 ms, p99 ≤ 0.6 ms" if k == 1 else "— (anchors are for 1 client)",
+                     verdict(ok) if k == 1 else "info") + ANCHORS["latency"])
         ok = f10.get("n") and f10["max_ms"] <= 2.0
-        rows.append(("latency K=%d, first 10 records" % lat["clients"],
+        rows.append(("latency K=%d, first 10 records" % k,
                      "median %.3f ms, max %.3f ms" % (f10["median_ms"], f10["max_ms"]) if f10.get("n") else "none",
                      "no stall (max ≤ 2 ms)", verdict(bool(ok))) + ANCHORS["stall"])
-    fl = rep.get("latency_floor")
-    if fl and fl["all"].get("n"):
-        a = fl["all"]
-        rows.append(("latency floor: same plugin and client, plain blocking relay instead of the server",
-                     "median %.3f ms, p90 %.3f, p99 %.3f, max %.3f" % (a["median_ms"], a["p90_ms"], a["p99_ms"], a["max_ms"]),
-                     "—", "calibration", "(had an extra `cat` hop)", "—"))
+        fl = lat.get("floor")
+        if fl and fl["all"].get("n"):
+            f = fl["all"]
+            rows.append(("latency floor K=%d: same plugin and clients, plain blocking relay "
+                         "instead of the server" % k,
+                         "median %.3f ms, p90 %.3f, p99 %.3f, max %.3f; server − floor: "
+                         "median +%.3f ms"
+                         % (f["median_ms"], f["p90_ms"], f["p99_ms"], f["max_ms"],
+                            a["median_ms"] - f["median_ms"]),
+                         "—", "calibration", "(had an extra `cat` hop)", "—"))
     hs = rep.get("handshake0")
     if hs and hs["STATION"].get("n"):
         s = hs["STATION"]
@@ -833,10 +847,11 @@ def main(argv=None):
                                 profiler=profiler)
                 rep["latency"].append(r)
                 log("  all %s; first10 %s; errors %s" % (r["all"], r["first10"], r["errors"]))
-            if not args.no_latency_floor:
-                log("latency floor: plain relay, 1 client, %d records" % lat_count)
-                rep["latency_floor"] = run_latency_floor(work, lat_count, args.latency_rate, base=900_000)
-                log("  all %s; first10 %s" % (rep["latency_floor"]["all"], rep["latency_floor"]["first10"]))
+                if not args.no_latency_floor:
+                    log("latency floor: plain relay, %d client(s), %d records" % (k, lat_count))
+                    r["floor"] = run_latency_floor(work, k, lat_count, args.latency_rate,
+                                                   base=900_000 - (i + 1) * 10_000)
+                    log("  all %s; first10 %s" % (r["floor"]["all"], r["floor"]["first10"]))
 
         if "handshake" in phases:
             log("handshake, no idle connections: %d rounds" % rounds)

@@ -588,30 +588,22 @@ def latency_receiver(port, station, expect, ready, queue, max_seconds):
     queue.put({"got": got, "error": err})
 
 
-def floor_relay(listen_sock, pipe_fd, count, max_seconds, queue):
+def floor_relay(listen_sock, pipe_fd, count, max_seconds, queue, clients=1):
     """The machine's latency floor for the same path: the plainest possible
     relay (blocking reads of the plugin pipe, one ``sendall`` of
-    ``SL`` + sequence + record per packet to one client).  It answers OK to
-    every command line until END, like a server in multi-station mode."""
+    ``SL`` + sequence + record per packet to each of `clients` clients, in
+    turn).  It answers OK to every command line until END, like a server in
+    multi-station mode."""
     err = None
+    conns = []
     try:
         listen_sock.settimeout(20)
-        c, _ = listen_sock.accept()
-        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        c.settimeout(20)
-        buf = b""
-        ended = False
-        while not ended:
-            d = c.recv(4096)
-            if not d:
-                raise ConnectionError("client left during handshake")
-            buf += d
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if line.strip() == b"END":
-                    ended = True
-                elif line.strip():
-                    c.sendall(b"OK\r\n")
+        for _ in range(clients):
+            c, _ = listen_sock.accept()
+            conns.append(c)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.settimeout(20)
+            _floor_handshake(c)
         end = time.monotonic() + max_seconds
         pending = b""
         sent = 0
@@ -623,13 +615,32 @@ def floor_relay(listen_sock, pipe_fd, count, max_seconds, queue):
                 break
             pending += d
             while len(pending) >= size:
-                c.sendall(b"SL%06X" % (sent % SEQ_MOD) + pending[hdr:size])
+                packet = b"SL%06X" % (sent % SEQ_MOD) + pending[hdr:size]
+                for c in conns:
+                    c.sendall(packet)
                 pending = pending[size:]
                 sent += 1
-        c.close()
     except Exception as exc:                     # noqa: BLE001
         err = repr(exc)
+    for c in conns:
+        c.close()
     queue.put({"relay_error": err})
+
+
+def _floor_handshake(c):
+    """OK to every command line up to END."""
+    buf = b""
+    while True:
+        d = c.recv(4096)
+        if not d:
+            raise ConnectionError("client left during handshake")
+        buf += d
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            if line.strip() == b"END":
+                return
+            if line.strip():
+                c.sendall(b"OK\r\n")
 
 
 # ---------------------------------------------------------------------------

@@ -39,6 +39,8 @@ import struct
 import sys
 import time
 
+from seedlink_fast.benchtool.proto import command, read_lines  # noqa: F401 (re-exported)
+
 HOST = "127.0.0.1"
 RECLEN = 512
 PACKET = 8 + RECLEN                     # SeedLink 3 packet: "SLxxxxxx" + record
@@ -339,37 +341,6 @@ def latency_command(fifo, count, rate, base, timeout=10.0):
 # ---------------------------------------------------------------------------
 # SeedLink v3 client pieces
 # ---------------------------------------------------------------------------
-
-def read_lines(sock, n, timeout):
-    """Read until `n` lines ended by LF; returns (bytes, 'ok'|'eof'|'reset'|'timeout')."""
-    buf = b""
-    end = time.monotonic() + timeout
-    while buf.count(b"\n") < n:
-        left = end - time.monotonic()
-        if left <= 0:
-            return buf, "timeout"
-        sock.settimeout(left)
-        try:
-            d = sock.recv(4096)
-        except socket.timeout:
-            return buf, "timeout"
-        except ConnectionResetError:
-            return buf, "reset"
-        except OSError:
-            return buf, "eof"
-        if not d:
-            return buf, "eof"
-        buf += d
-    return buf, "ok"
-
-
-def command(sock, line, nlines=1, timeout=10.0):
-    sock.sendall(line.encode() + b"\r\n")
-    reply, how = read_lines(sock, nlines, timeout)
-    if how != "ok":
-        raise ConnectionError("%s: %s %r" % (line, how, reply[:60]))
-    return reply
-
 
 def info_stations_end_seq(port, timeout=5.0):
     """{(net, sta): (begin_seq, end_seq)} from INFO STATIONS (SLINFO records)."""

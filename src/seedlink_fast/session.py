@@ -379,12 +379,15 @@ class SeedLinkProtocol(asyncio.Protocol):
         if handler is None:
             self._invalid(text, "UNSUPPORTED", "unknown command")
             return
+        request_line = None
         if self.server.request_log:
             prefix = ("%s : " % self.current.station.key) if self.current is not None and \
                 command not in ("CAT", "INFO", "BYE", "END", "BATCH", "CAPABILITIES") else ""
-            log.info("%s:%d : %s%s", self.peer[0], self.peer[1], prefix,
-                     " ".join([command] + args))
+            request_line = prefix + " ".join([command] + args)
         ok = handler(args)
+        if request_line is not None:
+            # logged after the handler: the reply does not wait for the log write
+            log.info("%s:%d : %s", self.peer[0], self.peer[1], request_line)
         if ok is False:
             self.bad_commands += 1
             limit = self.server.limits.max_bad_commands

@@ -1,5 +1,7 @@
 """SeedLink 3 protocol behaviour of a running server, compared with the real
 daemon's captured answers where they apply."""
+import time
+
 import pytest
 
 from conftest import SHARED
@@ -113,3 +115,22 @@ def test_time_window(server):
     assert recs
     assert all(r.starttime_ns <= begin + 60 * 10**9 for r in recs)
     assert all(r.starttime_ns + r.num_samples * 5 * 10**7 >= begin for r in recs)
+
+
+def test_request_log_names_each_command(server):
+    # request_log is on by default: every command is logged (with the
+    # station for station-level commands), after its reply went out
+    with server.client() as c:
+        assert c.command("STATION TEST XX") == "OK"
+        assert c.command("SELECT BHZ.D") == "OK"
+        assert c.command("STATION NONE XX") == "ERROR"
+    log = ""
+    for _ in range(50):                   # the server writes its log lines as it goes
+        log = server.log_path.read_text()
+        if "STATION NONE XX" in log:
+            break
+        time.sleep(0.1)
+    lines = [line for line in log.splitlines() if ": STATION " in line or ": SELECT " in line]
+    assert any(line.endswith(": STATION TEST XX") for line in lines), lines
+    assert any(line.endswith("XX.TEST : SELECT BHZ.D") for line in lines), lines
+    assert any(line.endswith(": STATION NONE XX") for line in lines), lines

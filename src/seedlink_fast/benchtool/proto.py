@@ -14,7 +14,8 @@ def hostport(text, default_host="127.0.0.1"):
 
 
 def read_lines(sock, nlines, timeout):
-    """Read until `nlines` lines arrived; returns (bytes, 'ok'|'eof'|'timeout').
+    """Read until `nlines` lines arrived; returns (bytes,
+    'ok'|'eof'|'reset'|'timeout') ('reset': the server reset the connection).
     Extra bytes after the last line are returned too (callers in streaming
     mode keep them)."""
     buf = b""
@@ -28,6 +29,8 @@ def read_lines(sock, nlines, timeout):
             chunk = sock.recv(4096)
         except socket.timeout:
             return buf, "timeout"
+        except ConnectionResetError:
+            return buf, "reset"
         except OSError:
             return buf, "eof"
         if not chunk:

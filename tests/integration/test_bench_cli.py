@@ -241,7 +241,8 @@ def test_ingest_plugin_counts_every_record(bench_server, tmp_path, capsys):
             assert run["gaps"] == 0 and run["repeats"] == 0 and run["complete_readers"] == 1
             # contiguous and strictly increasing: first..last holds exactly the records
             assert run["last_seq"] - run["first_seq"] + 1 == 3000
-            assert run["records_per_s"] > 0 and run["server_cpu_us_per_record"] > 0
+            # /proc counts CPU in 10 ms ticks: a short run may show none
+            assert run["records_per_s"] > 0 and run["server_cpu_us_per_record"] >= 0
             assert run["server_vmhwm_kb"] > 0
     paced = rep["results"][1]["runs"][0]
     assert paced["write_seconds"] >= 0.9 * 3000 / 20000 and paced["lag_s"] < 1.0

@@ -237,7 +237,10 @@ def test_cli_tcp_feed_and_interrupt(server, tmp_path):
         [sys.executable, "-m", "seedlink_fast", "pick-client", "polling", "--picks",
          "tcp://127.0.0.1:0", "--data", "slink://127.0.0.1:%d?idle=0.3" % server.port,
          "-o", str(tmp_path / "out"), "--before", "20", "--after", "40", "--interval", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal, also when the tests run in the background (where
+        # SIGINT is ignored, and a child would keep ignoring it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line.startswith("listening for picks on tcp://127.0.0.1:"), line

@@ -111,14 +111,29 @@ def run(args):
     if hasattr(source, "port"):
         print("listening for picks on tcp://%s:%d" % (source.host, source.port), flush=True)
     started = time.monotonic()
-    previous = signal.signal(signal.SIGTERM, lambda *_: client.stop())
     interrupted = False
+
+    def on_signal(signum, frame):
+        # the first Ctrl-C / SIGTERM ends the loop at a clean point (no half
+        # written window); a second Ctrl-C interrupts whatever is running
+        nonlocal interrupted
+        if signum == signal.SIGINT:
+            if interrupted:
+                raise KeyboardInterrupt
+            interrupted = True
+        client.stop()
+
+    handled = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:   # keep nohup's choice
+        handled.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
     try:
         client.run()
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     elapsed = time.monotonic() - started
     _print_summary(client, elapsed)
     if interrupted or client.pending:

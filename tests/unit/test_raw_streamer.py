@@ -187,6 +187,28 @@ def test_slow_client_drops_oldest_and_stop_flushes(streamer):
         reader.read_packets(1)
 
 
+def test_inbox_is_bounded_while_the_network_thread_is_stalled(streamer):
+    # the device loop must neither block nor grow without bound when the
+    # network thread falls behind: the hand-over queue drops its oldest
+    s = streamer([Channel(1, 1000, "little", "int32")], queue_bytes=40_000)
+    s._loop.call_soon_threadsafe(time.sleep, 1.0)       # stall the network thread
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    for k in range(100):                                # 4 kB each: room for 10
+        s.feed_data(1, T0 + datetime.timedelta(seconds=k), np.full(1000, k))
+    assert time.monotonic() - t0 < 0.5                  # never waited for the stall
+    assert len(s._inbox) == 10
+    stats = s.stats()
+    assert stats["overflow_packets"] == 90
+    assert stats["channels"][1]["dropped_samples"] == 90_000
+    assert stats["channels"][1]["packets"] == 100
+    # after the stall the hand-over goes on
+    assert wait_until(lambda: not s._inbox, 3.0)
+    s.feed_data(1, T0 + datetime.timedelta(seconds=100), np.full(1000, 100))
+    assert wait_until(lambda: not s._inbox, 3.0)
+    assert s.stats()["overflow_packets"] == 90
+
+
 def test_port_in_use_is_a_clear_oserror():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -599,8 +599,10 @@ class Streamer:
     connects to host:port instead.
 
     ``queue_bytes`` bounds what waits for one slow plugin (pull),
-    ``buffer_bytes`` what waits for acknowledgement (push); on overflow the
-    oldest packets are dropped and counted in :meth:`stats`.  ``stop()``
+    ``buffer_bytes`` what waits for acknowledgement (push); the same limit
+    bounds what waits for the network thread, should it fall behind.  On
+    overflow the oldest packets are dropped and counted in :meth:`stats`;
+    ``feed_data`` never waits for the network.  ``stop()``
     waits at most ``flush_timeout`` seconds for queued data to be written.
     """
 
@@ -634,6 +636,14 @@ class Streamer:
         self.flush_timeout = flush_timeout
         self._stats = {cid: _ChannelStats() for cid in self.channels}
         self._inbox = collections.deque()   # fed packets for the network thread
+        # the inbox is bounded too (by the same limit as what it feeds), in
+        # case the network thread falls behind the device loop; its drops
+        # are counted apart, under the lock, as feeding threads make them
+        self._inbox_lock = threading.Lock()
+        self._inbox_bytes = 0
+        self._inbox_limit = queue_bytes if mode == "pull" else buffer_bytes
+        self._inbox_drops = _Drops("raw streamer: network thread behind",
+                                   {cid: _ChannelStats() for cid in self.channels})
         self._wakeup_pending = False
         self._seq = 0
         self._loop = None
@@ -750,7 +760,18 @@ class Streamer:
         st.samples += count
         if self.mode == "pull" and self._loop is None:
             return      # nobody can be connected yet
-        self._inbox.append(_Packet(spec.id, us, spec.rate, quality, count, payload))
+        pkt = _Packet(spec.id, us, spec.rate, quality, count, payload)
+        with self._inbox_lock:
+            inbox = self._inbox
+            inbox.append(pkt)
+            self._inbox_bytes += len(payload)
+            if self._inbox_bytes > self._inbox_limit and len(inbox) > 1:
+                dropped = []
+                while self._inbox_bytes > self._inbox_limit and len(inbox) > 1:
+                    old = inbox.popleft()
+                    self._inbox_bytes -= len(old.payload)
+                    dropped.append(old)
+                self._inbox_drops.note(dropped)
         # one wake-up per burst, not per packet: the network thread clears the
         # flag before it empties the inbox, so nothing appended is missed
         loop = self._loop
@@ -764,13 +785,13 @@ class Streamer:
     def _dispatch(self):
         """On the network thread: hand the fed packets over."""
         self._wakeup_pending = False
-        inbox = self._inbox
-        packets = []
-        while inbox:
-            pkt = inbox.popleft()
+        with self._inbox_lock:
+            packets = list(self._inbox)
+            self._inbox.clear()
+            self._inbox_bytes = 0
+        for pkt in packets:
             self._seq += 1
             pkt.seq = self._seq
-            packets.append(pkt)
         if packets:
             self._net.add(packets)
 
@@ -785,6 +806,10 @@ class Streamer:
         """Counters: per channel fed packets/samples, overflow drops, acked
         time (push); connected plugins (pull) or connection state (push)."""
         channels = {cid: st.as_dict() for cid, st in self._stats.items()}
+        with self._inbox_lock:
+            for cid, st in self._inbox_drops.stats.items():
+                channels[cid]["dropped_packets"] += st.dropped_packets
+                channels[cid]["dropped_samples"] += st.dropped_samples
         out = {
             "mode": self.mode,
             "channels": channels,

@@ -696,21 +696,6 @@ class StationBuffer:
             records = list(records)
         first = self.next_position
         n = len(records)
-        if n == 1 and self._wfd is not None and first - self._seg_starts[-1] < self.segsize:
-            # one record into the open segment: the real-time case, short
-            r = records[0]
-            if type(r) is not bytes:
-                records[0] = r = bytes(r)
-            if len(r) != RECORD_SIZE:
-                raise ValueError("record is %d bytes, not %d" % (len(r), RECORD_SIZE))
-            self._write(r)
-            self._ring[first % self.ring_size] = r
-            self.next_position = first + 1      # on disk: numbered
-            if self.stream_check:
-                self._unindexed.append((first, (r,)))
-                if not defer_index:
-                    self.index_pending()
-            return first
         i = 0
         size = self.ring_size
         ring = self._ring

@@ -464,15 +464,7 @@ class PluginProcess:
         if not data:
             self._end_of_pipe(None)
             return
-        if self._data_seen and not self._discard:
-            # steady state, _got without its first-read and discard cases
-            self.bytes_received += len(data)
-            try:
-                self._on_data(data)
-            except Exception:
-                self._data_failed()
-        else:
-            self._got(data)
+        self._got(data)
         self._last_read = self._loop.time()     # after the data went on: no delay for it
 
     @_guarded
@@ -495,14 +487,10 @@ class PluginProcess:
         try:
             self._on_data(data)
         except Exception:
-            self._data_failed()
-
-    def _data_failed(self):
-        # what on_data raised: logged, and the plugin is stopped
-        self.log.exception("[%s] error while handling plugin data", self.name)
-        if self._pid is not None and not self._discard:
-            self._discard = True
-            self._shutdown()
+            self.log.exception("[%s] error while handling plugin data", self.name)
+            if self._pid is not None and not self._discard:
+                self._discard = True
+                self._shutdown()
 
     def _close_pipe(self):
         rfd = self._rfd

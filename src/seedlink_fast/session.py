@@ -660,10 +660,7 @@ class SeedLinkProtocol(asyncio.Protocol):
         if blk is not None and sub is not None and sub.cursor == blk.start and sub.active \
                 and sub.realtime and blk.all_deliverable and not self.paused \
                 and not self.closed and sub.plain and not self.server.bytespersec:
-            if self.ws is None:
-                self.transport.write(blk.data)      # the plain real-time case
-            else:
-                self._write_packets(blk.data)
+            self._write_packets(blk.data)
             sub.cursor += blk.count
             sub.txcount += blk.count
             sub.wait_new = False

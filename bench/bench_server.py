@@ -441,21 +441,28 @@ def run_fanout(server, nclients, expect, workers, max_seconds, profiler=None):
     return out
 
 
-def run_latency(server, clients, count, rate, base, profiler=None):
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
+def start_receivers(ctx, port, clients, count, queue, max_s):
+    """`clients` real-time receiver processes of LAT_STATION on port, each
+    past its END (they report to queue)."""
     readies, procs = [], []
-    max_s = count / rate + 30
     for _ in range(clients):
         ev = ctx.Event()
         p = ctx.Process(target=sl.latency_receiver,
-                        args=(server.port, LAT_STATION, count, ev, q, max_s))
+                        args=(port, LAT_STATION, count, ev, queue, max_s))
         p.start()
         procs.append(p)
         readies.append(ev)
     for ev in readies:
         ev.wait(20)
     time.sleep(0.5)                       # the ENDs have been handled
+    return procs
+
+
+def run_latency(server, clients, count, rate, base, profiler=None):
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    max_s = count / rate + 30
+    procs = start_receivers(ctx, server.port, clients, count, q, max_s)
     if profiler:
         profiler.start("latency-%d" % clients)
     cpu0 = server.cpu()
@@ -529,16 +536,7 @@ def run_latency_floor(work, clients, count, rate, base):
     max_s = count / rate + 30
     relay = ctx.Process(target=sl.floor_relay, args=(lsock, r_fd, count, max_s, q, clients))
     relay.start()
-    procs, readies = [relay], []
-    for _ in range(clients):
-        ev = ctx.Event()
-        p = ctx.Process(target=sl.latency_receiver, args=(port, LAT_STATION, count, ev, q, max_s))
-        p.start()
-        procs.append(p)
-        readies.append(ev)
-    for ev in readies:
-        ev.wait(20)
-    time.sleep(0.5)
+    procs = [relay] + start_receivers(ctx, port, clients, count, q, max_s)
     results, relay_err = [], None
     try:
         with sl.ForeignLoad() as other:

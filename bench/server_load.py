@@ -39,7 +39,7 @@ import struct
 import sys
 import time
 
-from seedlink_fast.benchtool.proto import command, read_lines  # noqa: F401 (re-exported)
+from seedlink_fast.benchtool.proto import command, read_lines
 
 HOST = "127.0.0.1"
 RECLEN = 512

@@ -53,8 +53,9 @@ class StationOutput:
         # miniSEED backfilling (None: records are stored as they come)
         self.mseed_backfill = (MseedBackfill(self, config.backfill_buffer)
                                if config.backfill_buffer > 0 else None)
-        # what the packet engine calls per miniSEED record: mseed(), but
-        # without a Python frame when nothing is held back (latency path)
+        # what the packet engine calls per miniSEED packet: the record is
+        # stored as it is, or held back to fill a gap when the station
+        # backfills (a bound method, no Python frame: the latency path)
         self.mseed_sink = (self.records.append if self.mseed_backfill is None
                            else self.mseed_backfill.send)
 
@@ -64,11 +65,6 @@ class StationOutput:
                                     self.log_sequence)
         self.log_sequence = (self.log_sequence + 1) % 1000000
         self.records.append(record)
-
-    def mseed(self, record):
-        """A miniSEED packet: stored as it is (or held back to fill a gap
-        when the station backfills)."""
-        self.mseed_sink(record)
 
     def time_gap(self, channel, gap_us, explicit):
         log.warning("%s : %s time gap %.6g seconds (%s)", self.key, channel, gap_us / 1e6,

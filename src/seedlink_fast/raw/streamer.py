@@ -161,6 +161,17 @@ class _Drops:
             self._unlogged = 0
 
 
+def _drop_oldest(queue, nbytes, limit):
+    """Pop the oldest packets of a deque holding nbytes of payload until it
+    fits limit (the newest always stays); returns (nbytes, dropped)."""
+    dropped = []
+    while nbytes > limit and len(queue) > 1:
+        old = queue.popleft()
+        nbytes -= len(old.payload)
+        dropped.append(old)
+    return nbytes, dropped
+
+
 class _Outbox:
     """Packets waiting for one connection; written in large batches so the
     socket sees few, big writes."""
@@ -182,10 +193,7 @@ class _Outbox:
             self.bytes += len(pkt.payload)
         dropped = []
         if self.limit is not None:
-            while self.bytes > self.limit and len(queue) > 1:
-                old = queue.popleft()
-                self.bytes -= len(old.payload)
-                dropped.append(old)
+            self.bytes, dropped = _drop_oldest(queue, self.bytes, self.limit)
         if packets:
             self.idle.clear()
             self.wakeup.set()
@@ -765,13 +773,11 @@ class Streamer:
             inbox = self._inbox
             inbox.append(pkt)
             self._inbox_bytes += len(payload)
-            if self._inbox_bytes > self._inbox_limit and len(inbox) > 1:
-                dropped = []
-                while self._inbox_bytes > self._inbox_limit and len(inbox) > 1:
-                    old = inbox.popleft()
-                    self._inbox_bytes -= len(old.payload)
-                    dropped.append(old)
-                self._inbox_drops.note(dropped)
+            if self._inbox_bytes > self._inbox_limit:
+                self._inbox_bytes, dropped = _drop_oldest(inbox, self._inbox_bytes,
+                                                          self._inbox_limit)
+                if dropped:
+                    self._inbox_drops.note(dropped)
         # one wake-up per burst, not per packet: the network thread clears the
         # flag before it empties the inbox, so nothing appended is missed
         loop = self._loop
